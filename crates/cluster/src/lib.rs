@@ -1,0 +1,1 @@
+//! Cluster runtime: sealed transport, persistence (membership and sync to come).

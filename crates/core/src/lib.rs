@@ -1,0 +1,27 @@
+//! # fechter-core: the pure decision core
+//!
+//! Everything fechter *decides* lives here; nothing here *does* anything.
+//! There is no tokio, no socket, no netlink, no clock and no OS randomness in
+//! this crate (its `Cargo.toml` does not even depend on them). Time is passed in
+//! as numbers, and effects come out as data ([`reconcile::Action`]) that the
+//! I/O shell in the `fechter` crate executes.
+//!
+//! | module | decides |
+//! |---|---|
+//! | [`node`] | node identity and the stable 64-bit FNV-1a hash used for tie-breaks |
+//! | [`addr`] | address specs `IFACE:IP[/PREFIX]`: parse, validate, print |
+//! | [`alloc`] | where every address goes: holder and standby per address |
+//! | [`leader`] | who leads, terms, and which of two tables a node follows |
+//! | [`state`] | the replicated address list: a last-writer-wins map on a hybrid logical clock |
+//! | [`reconcile`] | what this node must do to its interfaces, as ordered [`reconcile::Action`]s |
+
+pub mod addr;
+pub mod alloc;
+pub mod leader;
+pub mod node;
+pub mod reconcile;
+pub mod state;
+
+pub use addr::{AddrSpec, AddrSpecError};
+pub use alloc::{Allocation, Placement, allocate};
+pub use node::NodeId;
