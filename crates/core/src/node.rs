@@ -49,6 +49,35 @@ impl fmt::Debug for NodeId {
     }
 }
 
+/// Longest accepted node id, in bytes (a DNS name is at most 253).
+pub const MAX_NODE_ID_LEN: usize = 253;
+
+impl std::str::FromStr for NodeId {
+    type Err = String;
+
+    /// Validates an operator-given id: 1 to 253 bytes, no whitespace or
+    /// control characters.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(
+                "the node id is empty: give a name such as ws-1 (default: the host name)".into(),
+            );
+        }
+        if s.len() > MAX_NODE_ID_LEN {
+            return Err(format!(
+                "the node id is {} bytes long; use at most {MAX_NODE_ID_LEN}",
+                s.len()
+            ));
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "the node id {s:?} contains whitespace or control characters; use letters, digits, '-', '.' or '_'"
+            ));
+        }
+        Ok(NodeId::new(s))
+    }
+}
+
 impl From<&str> for NodeId {
     fn from(s: &str) -> Self {
         NodeId::new(s)
@@ -80,12 +109,22 @@ mod tests {
     }
 
     #[test]
+    fn operator_ids_are_validated() {
+        assert!("ws-1".parse::<NodeId>().is_ok());
+        assert!("".parse::<NodeId>().unwrap_err().contains("empty"));
+        assert!("a b".parse::<NodeId>().unwrap_err().contains("whitespace"));
+        assert!(
+            "x".repeat(254)
+                .parse::<NodeId>()
+                .unwrap_err()
+                .contains("at most")
+        );
+    }
+
+    #[test]
     fn tie_key_orders_by_hash_then_id() {
         let a = NodeId::new("ws-1");
         let b = NodeId::new("ws-2");
-        assert_eq!(
-            a.tie_key() < b.tie_key(),
-            a.stable_hash() < b.stable_hash()
-        );
+        assert_eq!(a.tie_key() < b.tie_key(), a.stable_hash() < b.stable_hash());
     }
 }

@@ -1,0 +1,153 @@
+//! The command tree (clap derive). Every command of the seed is here:
+//! `agent`, `add-address`, `remove-address`, `up`, `down`, `status`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use fechter_core::{AddrSpec, NodeId};
+
+/// Default control socket of the local agent.
+pub const DEFAULT_SOCKET: &str = "/run/fechter/fechter.sock";
+/// Default cluster port (the seed's).
+pub const DEFAULT_PORT: u16 = 4573;
+
+/// fechter: keeps a set of virtual IP addresses alive on a cluster of machines.
+///
+/// Every machine runs `fechter agent`; the agents find each other, elect a
+/// leader, and the leader spreads the addresses evenly over the machines that
+/// are up and healthy. When a machine fails, its addresses move to the others.
+#[derive(Debug, Parser)]
+#[command(name = "fechter", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent on this machine (one per machine, as root).
+    Agent(AgentArgs),
+    /// Add an address to the cluster, e.g. `eth0:198.51.100.10/24`.
+    AddAddress {
+        /// IFACE:IP[/PREFIX]; the prefix defaults to /32 (IPv4) or /128 (IPv6).
+        spec: AddrSpec,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Stop assigning an address; its holder releases it (it is kept as do-not-assign).
+    RemoveAddress {
+        /// IFACE:IP[/PREFIX] as it was added.
+        spec: AddrSpec,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Mark this machine up: it may receive addresses (a node starts down).
+    Up {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Mark this machine down: its addresses are handed to the others first.
+    Down {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Show where every address is, and the cluster's members.
+    Status {
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Offline: print the allocation and standbys for given nodes and addresses.
+    ///
+    /// Uses exactly the rules the leader uses. Addresses are taken in the
+    /// order given (their order of addition). With --fail, also prints where
+    /// everything goes when those nodes fail, and what moved.
+    Plan(PlanArgs),
+}
+
+/// Where the local agent's control socket is.
+#[derive(Debug, Args)]
+pub struct SocketArg {
+    /// The agent's control socket.
+    #[arg(long = "control-socket", env = "FECHTER_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// This node's id (default: the host name).
+    #[arg(long)]
+    pub node_id: Option<NodeId>,
+    /// Address to listen on for cluster traffic, IP[:PORT] (default port 4573).
+    #[arg(long, value_parser = parse_endpoint)]
+    pub listen: Option<SocketAddr>,
+    /// A member of an existing cluster to join, ADDR[:PORT] (repeatable).
+    #[arg(long, value_parser = parse_endpoint)]
+    pub attach: Vec<SocketAddr>,
+    /// Where the agent keeps its state.
+    #[arg(long, default_value = "/var/lib/fechter")]
+    pub data_dir: PathBuf,
+    /// The 32-byte cluster key (create one with `fechter keygen`).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Run without a cluster key: cluster traffic is neither authenticated nor encrypted.
+    #[arg(long)]
+    pub insecure: bool,
+    #[command(flatten)]
+    pub socket: SocketArg,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// An eligible node (repeatable, or comma-separated).
+    #[arg(long = "node", required = true, value_delimiter = ',')]
+    pub nodes: Vec<NodeId>,
+    /// A node to fail after the first allocation (repeatable, or comma-separated).
+    #[arg(long = "fail", value_delimiter = ',')]
+    pub fail: Vec<NodeId>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Addresses, IFACE:IP[/PREFIX], in the order they were added.
+    #[arg(required = true)]
+    pub addresses: Vec<AddrSpec>,
+}
+
+/// `IP[:PORT]` or `[IPv6]:PORT`; the port defaults to 4573.
+pub fn parse_endpoint(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    match s.parse::<std::net::IpAddr>() {
+        Ok(ip) => Ok(SocketAddr::new(ip, DEFAULT_PORT)),
+        Err(_) => Err(format!(
+            "{s:?} is not IP[:PORT]; write e.g. 198.51.100.1 or 198.51.100.1:{DEFAULT_PORT} or [2001:db8::1]:{DEFAULT_PORT}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn endpoints_default_to_the_seed_port() {
+        assert_eq!(parse_endpoint("127.0.0.1").unwrap().port(), DEFAULT_PORT);
+        assert_eq!(parse_endpoint("127.0.0.1:9").unwrap().port(), 9);
+        assert_eq!(parse_endpoint("::1").unwrap().port(), DEFAULT_PORT);
+        assert!(
+            parse_endpoint("nonsense")
+                .unwrap_err()
+                .contains("IP[:PORT]")
+        );
+    }
+}
