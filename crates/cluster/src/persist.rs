@@ -1,0 +1,481 @@
+//! Atomic state files and the agent's locked data directory.
+//!
+//! [`write_atomic`] never leaves a half-written file behind: it writes a
+//! temporary file in the same directory, syncs it, renames it over the
+//! target and syncs the directory, so after a crash the target holds either
+//! the old or the new content. [`load_json`] treats a missing file as "no
+//! state yet" but never silently resets a corrupt one. [`DataDir`] holds an
+//! exclusive `flock` on `fechter.lock` inside the directory for as long as
+//! it lives, so two agents never share one data directory.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Name of the lock file inside a [`DataDir`].
+pub const LOCK_FILE: &str = "fechter.lock";
+
+/// Why a state file or the data directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error(
+        "cannot read state file {}: {source}; check that the user running fechter can read it",
+        .path.display()
+    )]
+    Read { path: PathBuf, source: io::Error },
+
+    #[error(
+        "state file {} is corrupt: {source}; fechter does not reset state on its own: repair the file, or move it away to start from empty state",
+        .path.display()
+    )]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+
+    #[error("cannot encode state for {}: {source}", .path.display())]
+    Encode {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+
+    #[error(
+        "cannot write state file {}: {source}; check free space and that its directory is writable",
+        .path.display()
+    )]
+    Write { path: PathBuf, source: io::Error },
+
+    #[error(
+        "data directory {} exists but is not a directory: remove it or choose another data directory",
+        .path.display()
+    )]
+    NotADirectory { path: PathBuf },
+
+    #[error(
+        "cannot create data directory {}: {source}; create it by hand (mode 0700) or choose another data directory",
+        .path.display()
+    )]
+    CreateDir { path: PathBuf, source: io::Error },
+
+    #[error(
+        "data directory {} is not writable: {source}; fix its ownership and permissions or choose another data directory",
+        .path.display()
+    )]
+    NotWritable { path: PathBuf, source: io::Error },
+
+    #[error(
+        "data directory {} is in use by another fechter agent{}: stop that agent, or give this one its own data directory",
+        .path.display(),
+        match .pid { Some(pid) => format!(" (pid {pid})"), None => String::new() }
+    )]
+    Locked { path: PathBuf, pid: Option<u32> },
+
+    #[error("cannot lock data directory {}: {source}", .path.display())]
+    Lock { path: PathBuf, source: io::Error },
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The directory `path` lives in; `.` for a bare file name.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Replaces the file at `path` with `bytes`, atomically: after a crash the
+/// file holds either its old or its new content, never a mix. The new
+/// file has mode 0600.
+///
+/// The temporary file is `.<name>.tmp.<pid>.<counter>` in the same
+/// directory; it is removed if writing fails. A leftover from a crash is
+/// harmless and never read.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, bytes, &TEMP_COUNTER)
+}
+
+fn write_atomic_with(path: &Path, bytes: &[u8], counter: &AtomicU64) -> io::Result<()> {
+    let dir = parent_dir(path);
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} does not name a file", path.display()),
+        )
+    })?;
+    let (tmp_path, mut tmp) = loop {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".tmp.{}.{n}", std::process::id()));
+        let tmp_path = dir.join(tmp_name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp_path)
+        {
+            Ok(f) => break (tmp_path, f),
+            // A leftover of an earlier process with the same pid: next name.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let result = tmp
+        .write_all(bytes)
+        .and_then(|()| tmp.sync_all())
+        .and_then(|()| fs::rename(&tmp_path, path));
+    drop(tmp);
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp_path);
+        return Err(e);
+    }
+    File::open(dir)?.sync_all()
+}
+
+/// Reads and decodes the JSON state file at `path`: `Ok(None)` if it does
+/// not exist; an error naming the file if it cannot be read or decoded.
+pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, PersistError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(PersistError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| PersistError::Corrupt {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Encodes `value` as pretty JSON (with a trailing newline) and writes it
+/// to `path` with [`write_atomic`].
+pub fn save_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), PersistError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| PersistError::Encode {
+        path: path.to_owned(),
+        source,
+    })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes).map_err(|source| PersistError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The agent's data directory, exclusively locked while this value lives.
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+    /// Holds the `flock`; closing it (on drop) releases the lock.
+    _lock: File,
+}
+
+impl DataDir {
+    /// Opens the data directory at `path`, creating it (mode 0700) if
+    /// missing, checks that it is writable and locks it. Fails if another
+    /// agent (or another `DataDir` in this process) holds it.
+    pub fn open(path: impl AsRef<Path>) -> Result<DataDir, PersistError> {
+        let path = path.as_ref().to_owned();
+        match fs::metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(PersistError::NotADirectory { path }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&path)
+                    .map_err(|source| PersistError::CreateDir {
+                        path: path.clone(),
+                        source,
+                    })?;
+            }
+            Err(source) => return Err(PersistError::CreateDir { path, source }),
+        }
+
+        let lock_path = path.join(LOCK_FILE);
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|source| PersistError::NotWritable {
+                path: path.clone(),
+                source,
+            })?;
+        // SAFETY: flock only reads the descriptor, which `lock` owns and
+        // keeps open for the duration of the call.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let source = io::Error::last_os_error();
+            if source.kind() == io::ErrorKind::WouldBlock {
+                let pid = read_pid(&mut lock);
+                return Err(PersistError::Locked { path, pid });
+            }
+            return Err(PersistError::Lock { path, source });
+        }
+
+        // Ours now: record our pid for the error message of the next one.
+        let pid_written = lock
+            .set_len(0)
+            .and_then(|()| lock.rewind())
+            .and_then(|()| writeln!(lock, "{}", std::process::id()))
+            .and_then(|()| lock.sync_all());
+        if let Err(source) = pid_written {
+            return Err(PersistError::NotWritable { path, source });
+        }
+
+        // The lock file may predate a permission change: probe for real.
+        let probe = path.join(format!(".write-probe.{}", std::process::id()));
+        write_atomic(&probe, b"")
+            .and_then(|()| fs::remove_file(&probe))
+            .map_err(|source| PersistError::NotWritable {
+                path: path.clone(),
+                source,
+            })?;
+
+        Ok(DataDir { path, _lock: lock })
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of the file `name` inside the directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// [`load_json`] of the file `name` inside the directory.
+    pub fn load_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, PersistError> {
+        load_json(&self.file(name))
+    }
+
+    /// [`save_json`] to the file `name` inside the directory.
+    pub fn save_json<T: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        value: &T,
+    ) -> Result<(), PersistError> {
+        save_json(&self.file(name), value)
+    }
+}
+
+/// The pid recorded in a lock file, if it holds one.
+fn read_pid(lock: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    lock.rewind().ok()?;
+    lock.take(64).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct State {
+        incarnation: u64,
+        leases: BTreeMap<String, String>,
+    }
+
+    fn sample(incarnation: u64) -> State {
+        State {
+            incarnation,
+            leases: BTreeMap::from([("10.0.0.1".to_owned(), "node-a".to_owned())]),
+        }
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        save_json(&path, &sample(1)).unwrap();
+        assert_eq!(load_json::<State>(&path).unwrap(), Some(sample(1)));
+        save_json(&path, &sample(2)).unwrap();
+        assert_eq!(load_json::<State>(&path).unwrap(), Some(sample(2)));
+        assert_eq!(mode_of(&path), 0o600);
+        assert!(fs::read_to_string(&path).unwrap().ends_with("}\n"));
+        // No temporary files stay behind.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+    }
+
+    #[test]
+    fn missing_file_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let got: Option<State> = load_json(&dir.path().join("absent.json")).unwrap();
+        assert_eq!(got, None);
+    }
+
+    #[test]
+    fn corrupt_json_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(&path, b"{\"incarnation\": 3, \"leas").unwrap();
+        let err = load_json::<State>(&path).unwrap_err();
+        assert!(matches!(err, PersistError::Corrupt { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("corrupt"), "{msg}");
+        assert!(msg.contains("move it away"), "{msg}");
+        // Valid JSON of the wrong shape is corrupt too.
+        fs::write(&path, b"[1, 2]").unwrap();
+        assert!(matches!(
+            load_json::<State>(&path),
+            Err(PersistError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn unreadable_path_is_a_read_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory cannot be read as a file, even by root.
+        let err = load_json::<State>(dir.path()).unwrap_err();
+        assert!(matches!(err, PersistError::Read { .. }), "{err:?}");
+        assert!(err.to_string().contains(&dir.path().display().to_string()));
+    }
+
+    #[test]
+    fn leftover_temp_file_does_not_affect_load_or_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        save_json(&path, &sample(1)).unwrap();
+        // A crash between creating and renaming the temporary file leaves
+        // it behind, half-written; after a restart the same pid may come
+        // round again. Simulate leftovers under the next names to be used.
+        let counter = AtomicU64::new(0);
+        let leftover = |n: u64| {
+            dir.path()
+                .join(format!(".state.json.tmp.{}.{n}", std::process::id()))
+        };
+        for n in 0..3 {
+            fs::write(leftover(n), b"{\"incarnation\": 99, \"lea").unwrap();
+        }
+        assert_eq!(load_json::<State>(&path).unwrap(), Some(sample(1)));
+        write_atomic_with(&path, &serde_json::to_vec(&sample(2)).unwrap(), &counter).unwrap();
+        assert_eq!(load_json::<State>(&path).unwrap(), Some(sample(2)));
+        // It skipped the three taken names and used (and renamed) the fourth.
+        assert_eq!(counter.load(Ordering::Relaxed), 4);
+        assert!(!leftover(3).exists());
+        for n in 0..3 {
+            assert!(leftover(n).exists());
+        }
+    }
+
+    #[test]
+    fn write_atomic_replaces_content_and_sets_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        fs::write(&path, b"old old old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(mode_of(&path), 0o600);
+    }
+
+    #[test]
+    fn write_atomic_into_missing_dir_fails_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing/blob");
+        assert!(write_atomic(&path, b"x").is_err());
+        assert!(!dir.path().join("missing").exists());
+    }
+
+    #[test]
+    fn data_dir_is_created_with_mode_0700() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/data");
+        let data = DataDir::open(&path).unwrap();
+        assert_eq!(data.path(), path);
+        assert_eq!(mode_of(&path), 0o700);
+        assert_eq!(mode_of(&path.join(LOCK_FILE)), 0o600);
+        data.save_json("state.json", &sample(5)).unwrap();
+        assert_eq!(
+            data.load_json::<State>("state.json").unwrap(),
+            Some(sample(5))
+        );
+        assert_eq!(data.file("x"), path.join("x"));
+    }
+
+    #[test]
+    fn second_open_fails_while_held_and_succeeds_after_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDir::open(dir.path()).unwrap();
+        let err = DataDir::open(dir.path()).unwrap_err();
+        match &err {
+            PersistError::Locked { path, pid } => {
+                assert_eq!(path, dir.path());
+                assert_eq!(*pid, Some(std::process::id()));
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        drop(first);
+        let again = DataDir::open(dir.path()).unwrap();
+        drop(again);
+    }
+
+    #[test]
+    fn locked_error_without_pid_still_names_the_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDir::open(dir.path()).unwrap();
+        // Another agent that crashed mid-write could leave no pid.
+        fs::write(dir.path().join(LOCK_FILE), b"").unwrap();
+        let err = DataDir::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, PersistError::Locked { pid: None, .. }),
+            "{err:?}"
+        );
+        drop(first);
+    }
+
+    #[test]
+    fn file_in_place_of_data_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        fs::write(&path, b"").unwrap();
+        let err = DataDir::open(&path).unwrap_err();
+        assert!(matches!(err, PersistError::NotADirectory { .. }), "{err:?}");
+        assert!(err.to_string().contains(&path.display().to_string()));
+    }
+
+    #[test]
+    fn data_dir_that_cannot_be_created_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        // A path below a regular file cannot be created, even by root.
+        let err = DataDir::open(file.join("data")).unwrap_err();
+        assert!(matches!(err, PersistError::CreateDir { .. }), "{err:?}");
+    }
+}
