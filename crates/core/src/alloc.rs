@@ -61,7 +61,7 @@ pub struct Placement {
     /// keeps the address until the new holder has installed and announced it.
     /// [`allocate`] never sets it; the leader does when it moves an address
     /// away from a node that is still alive.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub handoff_from: Option<NodeId>,
 }
 

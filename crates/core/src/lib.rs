@@ -14,13 +14,17 @@
 //! | [`leader`] | who leads, terms, and which of two tables a node follows |
 //! | [`state`] | the replicated address list: a last-writer-wins map on a hybrid logical clock |
 //! | [`reconcile`] | what this node must do to its interfaces, as ordered [`reconcile::Action`]s |
+//! | [`replica`] | the whole replicated state (node records, address list, table) and its merge |
+//! | [`wire`] | the packets inside a sealed datagram, and splitting large state into packets |
 
 pub mod addr;
 pub mod alloc;
 pub mod leader;
 pub mod node;
 pub mod reconcile;
+pub mod replica;
 pub mod state;
+pub mod wire;
 
 pub use addr::{AddrSpec, AddrSpecError};
 pub use alloc::{Allocation, Placement, allocate};
