@@ -60,6 +60,13 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Write a fresh random cluster key to PATH (mode 0600; never overwrites).
+    ///
+    /// Copy the same file to every node and start each agent with --key-file PATH.
+    Keygen {
+        /// Where to write the key, e.g. /etc/fechter/cluster.key.
+        path: PathBuf,
+    },
     /// Offline: print the allocation and standbys for given nodes and addresses.
     ///
     /// Uses exactly the rules the leader uses. Addresses are taken in the
@@ -81,9 +88,10 @@ pub struct AgentArgs {
     /// This node's id (default: the host name).
     #[arg(long)]
     pub node_id: Option<NodeId>,
-    /// Address to listen on for cluster traffic, IP[:PORT] (default port 4573).
+    /// This node's cluster address, IP[:PORT] (default port 4573): the address
+    /// the other nodes reach it at (not 0.0.0.0).
     #[arg(long, value_parser = parse_endpoint)]
-    pub listen: Option<SocketAddr>,
+    pub listen: SocketAddr,
     /// A member of an existing cluster to join, ADDR[:PORT] (repeatable).
     #[arg(long, value_parser = parse_endpoint)]
     pub attach: Vec<SocketAddr>,

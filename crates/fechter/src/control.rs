@@ -1,6 +1,7 @@
 //! The control protocol between the CLI and the local agent: one JSON request
 //! per line over a Unix socket, one JSON response line back.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,90 @@ pub enum Request {
     Up,
     Down,
     Status,
+}
+
+/// The answer to `status`: this node's view of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The node that answered.
+    pub node: String,
+    pub leader: Option<String>,
+    /// Every node this one knows, itself included.
+    pub members: Vec<MemberStatus>,
+    /// Every managed address, in the order they were added.
+    pub addresses: Vec<AddressStatus>,
+    /// Notes for the operator (e.g. fail-static, no quorum).
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// Cluster datagrams dropped, by reason.
+    #[serde(default)]
+    pub dropped: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: String,
+    /// `alive` or `dead` (as this node's failure detector sees it).
+    pub liveness: String,
+    /// `up` or `down` (the operator's `fechter up` / `fechter down`).
+    pub admin: String,
+    /// Why it does not take addresses; empty when eligible.
+    pub ineligible: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressStatus {
+    pub spec: String,
+    pub holder: Option<String>,
+    pub standby: Option<String>,
+}
+
+impl StatusReport {
+    /// The human form: the seed's `eth0:198.51.100.10 assigned to ws-2`
+    /// lines, then the members.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let w = self
+            .addresses
+            .iter()
+            .map(|a| a.spec.len())
+            .max()
+            .unwrap_or(0);
+        for a in &self.addresses {
+            let standby = a.standby.as_deref().unwrap_or("none");
+            match &a.holder {
+                Some(h) => {
+                    let _ = writeln!(out, "{:w$}  assigned to {h}  (standby {standby})", a.spec);
+                }
+                None => {
+                    let _ = writeln!(out, "{:w$}  not assigned", a.spec);
+                }
+            }
+        }
+        if self.addresses.is_empty() {
+            out.push_str("no addresses (add one with `fechter add-address IFACE:IP/PREFIX`)\n");
+        }
+        let _ = writeln!(
+            out,
+            "\nmembers (seen from {}; leader {}):",
+            self.node,
+            self.leader.as_deref().unwrap_or("none")
+        );
+        let w = self.members.iter().map(|m| m.id.len()).max().unwrap_or(0);
+        for m in &self.members {
+            let why = if m.ineligible.is_empty() {
+                "eligible".to_string()
+            } else {
+                format!("not eligible: {}", m.ineligible.join(", "))
+            };
+            let _ = writeln!(out, "  {:w$}  {:5}  {:4}  {why}", m.id, m.liveness, m.admin);
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "note: {n}");
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

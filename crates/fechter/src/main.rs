@@ -1,15 +1,13 @@
-//! The `fechter` binary: the CLI and (soon) the agent, the I/O shell around
-//! the pure `fechter-core`.
-
-mod cli;
-mod control;
-mod plan;
+//! The `fechter` binary: the CLI, and `fechter agent`.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command};
-use control::{Request, Response};
+use fechter::agent::{self, Settings, net::SystemClock, server};
+use fechter::cli::{AgentArgs, Cli, Command};
+use fechter::control::{self, Request, Response, StatusReport};
+use fechter::plan;
+use fechter_core::NodeId;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -27,31 +25,47 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Plan(args) => {
             let report = plan::plan(&args)?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("serializes"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serializes")
+                );
             } else {
                 print!("{}", plan::render(&report, &args.addresses));
             }
             Ok(())
         }
-        Command::Agent(_args) => Err(
-            "the agent runtime is not part of this build yet; `fechter plan` shows the allocation rules offline".into(),
-        ),
+        Command::Keygen { path } => {
+            fechter_cluster::keyfile::generate_key_file(&path).map_err(|e| e.to_string())?;
+            println!(
+                "wrote a new cluster key to {}; copy it to every node (mode 0600)",
+                path.display()
+            );
+            Ok(())
+        }
+        Command::Agent(args) => run_agent(args),
         Command::AddAddress { spec, socket } => {
-            print_ok(control::call(&socket.path, &Request::AddAddress { spec }))
+            expect_ok(control::call(&socket.path, &Request::AddAddress { spec }))
         }
-        Command::RemoveAddress { spec, socket } => {
-            print_ok(control::call(&socket.path, &Request::RemoveAddress { spec }))
-        }
-        Command::Up { socket } => print_ok(control::call(&socket.path, &Request::Up)),
-        Command::Down { socket } => print_ok(control::call(&socket.path, &Request::Down)),
+        Command::RemoveAddress { spec, socket } => expect_ok(control::call(
+            &socket.path,
+            &Request::RemoveAddress { spec },
+        )),
+        Command::Up { socket } => expect_ok(control::call(&socket.path, &Request::Up)),
+        Command::Down { socket } => expect_ok(control::call(&socket.path, &Request::Down)),
         Command::Status { json, socket } => {
             match control::call(&socket.path, &Request::Status).map_err(|e| e.to_string())? {
                 Response::Ok { body } if json => {
-                    println!("{}", serde_json::to_string_pretty(&body).expect("serializes"));
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&body).expect("serializes")
+                    );
                     Ok(())
                 }
                 Response::Ok { body } => {
-                    println!("{body}");
+                    let report: StatusReport = serde_json::from_value(body).map_err(|e| {
+                        format!("the agent's status is unreadable ({e}); are the CLI and agent the same version?")
+                    })?;
+                    print!("{}", report.render());
                     Ok(())
                 }
                 Response::Error { error } => Err(error),
@@ -60,9 +74,81 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-fn print_ok(r: Result<Response, control::ClientError>) -> Result<(), String> {
+fn expect_ok(r: Result<Response, control::ClientError>) -> Result<(), String> {
     match r.map_err(|e| e.to_string())? {
         Response::Ok { .. } => Ok(()),
         Response::Error { error } => Err(error),
     }
+}
+
+fn host_name() -> Result<NodeId, String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_err(|e| format!("cannot read the host name ({e}); give --node-id"))?;
+    name.trim()
+        .parse::<NodeId>()
+        .map_err(|e| format!("the host name is not a usable node id ({e}); give --node-id"))
+}
+
+fn run_agent(args: AgentArgs) -> Result<(), String> {
+    init_logging();
+    let node_id = match args.node_id {
+        Some(id) => id,
+        None => host_name()?,
+    };
+    let key = match (&args.key_file, args.insecure) {
+        (Some(path), _) => {
+            fechter_cluster::keyfile::load_key_file(path).map_err(|e| e.to_string())?
+        }
+        (None, true) => {
+            tracing::warn!(
+                "--insecure: cluster traffic is neither authenticated nor encrypted; anyone who can reach this port can join the cluster"
+            );
+            [0u8; 32]
+        }
+        (None, false) => {
+            return Err("no cluster key: create one with `fechter keygen /etc/fechter/cluster.key`, copy it to every node, and start the agent with --key-file /etc/fechter/cluster.key (or give --insecure for a throw-away test cluster)".into());
+        }
+    };
+    let settings = Settings {
+        node_id,
+        seeds: args.attach.clone(),
+        data_dir: args.data_dir.clone(),
+        key,
+        timings: Default::default(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async move {
+        let socket = tokio::net::UdpSocket::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {} ({e}); is it this machine's address, and is the port free?", args.listen))?;
+        let listener = server::bind(&args.socket.path).await.map_err(|e| e.to_string())?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let control_path = args.socket.path.clone();
+        tokio::spawn(server::serve(listener, tx));
+        let result = agent::run(settings, socket, SystemClock, rx, shutdown_signal()).await;
+        let _ = std::fs::remove_file(&control_path);
+        result.map_err(|e| e.to_string())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FECHTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -31,7 +31,10 @@ fn commands_that_need_an_agent_name_the_socket_when_there_is_none() {
         let o = fechter(&a);
         assert!(!o.status.success(), "{args:?} succeeded without an agent");
         let e = stderr(&o);
-        assert!(e.contains("no agent at") && e.contains(sock), "{args:?}: {e}");
+        assert!(
+            e.contains("no agent at") && e.contains(sock),
+            "{args:?}: {e}"
+        );
     }
 }
 
@@ -72,7 +75,9 @@ fn plan_prints_holders_standbys_and_what_a_failure_moves() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8(o.stdout).unwrap();
-    let (before, after) = out.split_once("after ws-2 failed").expect("failure section");
+    let (before, after) = out
+        .split_once("after ws-2 failed")
+        .expect("failure section");
     // Two nodes, two addresses: one each, each the other's standby.
     assert_eq!(before.matches("assigned to ws-1").count(), 1, "{out}");
     assert_eq!(before.matches("assigned to ws-2").count(), 1, "{out}");
@@ -83,14 +88,27 @@ fn plan_prints_holders_standbys_and_what_a_failure_moves() {
 
 #[test]
 fn plan_refuses_to_fail_an_unknown_node() {
-    let o = fechter(&["plan", "--node", "ws-1", "eth0:198.18.0.10", "--fail", "ws-9"]);
+    let o = fechter(&[
+        "plan",
+        "--node",
+        "ws-1",
+        "eth0:198.18.0.10",
+        "--fail",
+        "ws-9",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--node ws-9"));
 }
 
 #[test]
 fn plan_refuses_the_same_ip_twice() {
-    let o = fechter(&["plan", "--node", "ws-1", "eth0:198.18.0.10", "eth1:198.18.0.10/24"]);
+    let o = fechter(&[
+        "plan",
+        "--node",
+        "ws-1",
+        "eth0:198.18.0.10",
+        "eth1:198.18.0.10/24",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("same IP address"));
 }

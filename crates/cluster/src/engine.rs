@@ -1,0 +1,763 @@
+//! The cluster engine: one node's protocol state machine, sans I/O.
+//!
+//! Shaped like quinn-proto: the shell feeds it with `handle_*` calls (a
+//! datagram arrived, a timer expired, the operator asked for something) and
+//! drains its effects with `poll_*` calls (datagrams to send, the next
+//! deadline, events). It never reads a clock (time comes in as [`Now`]), never
+//! touches a socket, and its randomness is a seeded [`StdRng`] chosen by the
+//! caller, so a simulation with a fixed seed replays exactly.
+//!
+//! Inside:
+//! - [foca] runs SWIM membership. Our identity [`Id`] is (node id, listen
+//!   address, incarnation): a restarted agent has a higher incarnation and
+//!   replaces its old self. foca does not retry a lost announce, so the engine
+//!   re-announces to the seeds until it has joined, and keeps announcing to
+//!   them at a slower pace so that partitions heal even after foca forgot the
+//!   other side.
+//! - The replicated state ([`Replica`]) travels two ways: every local change
+//!   rides foca's custom broadcasts (fast, best effort), and anti-entropy
+//!   repairs everything else: periodically, and at once when a member comes
+//!   up, a node sends a [`Packet::Digest`] to a peer; parts that differ are
+//!   pushed back as [`Packet::Items`] / [`Packet::TablePart`]s, and the peer
+//!   answers with its own digest so the exchange runs both ways.
+//!
+//! Packets here are plaintext: the shell seals and opens them
+//! ([`crate::seal`]). Undecodable packets are dropped and counted in
+//! [`Engine::drops`]; they never change state.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use fechter_core::NodeId;
+use fechter_core::leader::TableMeta;
+use fechter_core::replica::{Item, NodeRecord, Replica};
+use fechter_core::state::{AddError, Hlc, RemoveError, Stamp};
+use fechter_core::wire::{self, MAX_PACKET, Packet, TableAssembler};
+use foca::{BroadcastHandler, Foca, Invalidates, Notification, PostcardCodec, Runtime, Timer};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// The time, as the shell read it: a monotonic instant for timers and the
+/// wall clock (ms since the Unix epoch) for the hybrid logical clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub at: Instant,
+    pub wall_ms: u64,
+}
+
+/// A member's identity on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Id {
+    pub node: NodeId,
+    pub addr: SocketAddr,
+    /// Grows on every start of the agent.
+    pub incarnation: u64,
+    /// Grows when foca renews the identity to rejoin after being declared down.
+    pub bump: u16,
+}
+
+impl foca::Identity for Id {
+    /// foca accepts an announce addressed to any identity with our `addr()`:
+    /// the listen address is what a seed is known by before its id is.
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Id {
+            bump: self.bump.wrapping_add(1),
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        (self.incarnation, self.bump) > (adversary.incarnation, adversary.bump)
+    }
+}
+
+/// Every timing of the engine. Defaults are tuned for a LAN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timings {
+    /// SWIM: how often a random member is probed.
+    #[serde(with = "ms")]
+    pub probe_period: Duration,
+    /// SWIM: how long a direct probe waits for its ack before asking others.
+    #[serde(with = "ms")]
+    pub probe_rtt: Duration,
+    /// SWIM: how long a suspect has to refute before it is declared down.
+    #[serde(with = "ms")]
+    pub suspect_to_down: Duration,
+    /// SWIM: how often updates are gossiped to a few members.
+    #[serde(with = "ms")]
+    pub gossip_period: Duration,
+    /// How often to announce to the seeds while not joined.
+    #[serde(with = "ms")]
+    pub join_retry: Duration,
+    /// How often to announce to the seeds while joined (heals partitions).
+    #[serde(with = "ms")]
+    pub seed_announce: Duration,
+    /// How often to run anti-entropy with one random member.
+    #[serde(with = "ms")]
+    pub anti_entropy: Duration,
+    /// How long a down member is remembered (so it may rejoin with its old identity after).
+    #[serde(with = "ms")]
+    pub forget_down_after: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            probe_period: Duration::from_millis(100),
+            probe_rtt: Duration::from_millis(40),
+            suspect_to_down: Duration::from_millis(200),
+            gossip_period: Duration::from_millis(100),
+            join_retry: Duration::from_millis(250),
+            seed_announce: Duration::from_secs(5),
+            anti_entropy: Duration::from_secs(1),
+            forget_down_after: Duration::from_secs(30),
+        }
+    }
+}
+
+mod ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// What the engine starts from.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub me: Id,
+    /// `--attach` addresses.
+    pub seeds: Vec<SocketAddr>,
+    pub timings: Timings,
+    /// Largest plaintext packet (the seal's payload limit).
+    pub max_packet: usize,
+}
+
+/// A datagram to send (plaintext: the shell seals it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// What happened, for the shell (logging, persistence, the agent's decisions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    MemberUp(Id),
+    MemberDown(Id),
+    /// This node has at least one live peer.
+    Joined,
+    /// This node sees no live peer any more.
+    Isolated,
+    /// The replicated state changed (persist it, recompute decisions).
+    StateChanged,
+}
+
+/// Dropped packets, by reason. Drops never change state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineDrops {
+    /// The plaintext did not decode as a [`Packet`].
+    pub malformed: u64,
+    /// foca refused the SWIM message inside (malformed, too big, from ourselves...).
+    pub swim_rejected: u64,
+}
+
+#[derive(Debug, Clone)]
+enum TimerKind {
+    Swim(Timer<Id>),
+    Announce,
+    AntiEntropy,
+}
+
+/// Identifies a broadcast item for foca's dissemination backlog: a newer
+/// item about the same thing replaces an older one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ItemKey {
+    Node(NodeId, (u64, u64)),
+    Address(std::net::IpAddr, Stamp),
+    Table(TableMeta),
+}
+
+impl Invalidates for ItemKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ItemKey::Node(a, ra), ItemKey::Node(b, rb)) => a == b && ra >= rb,
+            (ItemKey::Address(a, sa), ItemKey::Address(b, sb)) => a == b && sa >= sb,
+            (ItemKey::Table(a), ItemKey::Table(b)) => fechter_core::leader::prefer(a, b).is_ge(),
+            _ => false,
+        }
+    }
+}
+
+/// Shared between the engine and foca's broadcast handler (foca owns the
+/// handler and gives no access to it).
+#[derive(Debug, Default)]
+struct Shared {
+    replica: Replica,
+    changed: bool,
+    hlc: Hlc,
+}
+
+impl Shared {
+    fn apply(&mut self, item: Item) -> bool {
+        if let Item::Address(e) = &item {
+            // Keep our clock ahead of every stamp we have seen, so that a
+            // later local write wins over it.
+            self.hlc = self.hlc.max(e.stamp.hlc);
+        }
+        let changed = self.replica.apply(item);
+        self.changed |= changed;
+        changed
+    }
+}
+
+struct Handler(Rc<RefCell<Shared>>);
+
+#[derive(Debug, thiserror::Error)]
+#[error("bad broadcast item: {0}")]
+struct BadItem(String);
+
+impl BroadcastHandler<Id> for Handler {
+    type Key = ItemKey;
+    type Error = BadItem;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&Id>,
+    ) -> Result<Option<ItemKey>, BadItem> {
+        let item: Item = postcard::from_bytes(data).map_err(|e| BadItem(e.to_string()))?;
+        let key = match &item {
+            Item::Node(r) => ItemKey::Node(r.id.clone(), (r.incarnation, r.version)),
+            Item::Address(e) => ItemKey::Address(e.ip(), e.stamp.clone()),
+            Item::Table(t) => ItemKey::Table(t.meta.clone()),
+        };
+        Ok(self.0.borrow_mut().apply(item).then_some(key))
+    }
+}
+
+type Swim = Foca<Id, PostcardCodec, StdRng, Handler>;
+
+/// Collects foca's effects during one call.
+struct Effects<'a> {
+    now: Instant,
+    timers: &'a mut BTreeMap<(Instant, u64), TimerKind>,
+    seq: &'a mut u64,
+    out: &'a mut VecDeque<Transmit>,
+    notes: &'a mut Vec<Note>,
+}
+
+enum Note {
+    Up(Id),
+    Down(Id),
+    Rename(Id, Id),
+    Active,
+    Idle,
+}
+
+impl Runtime<Id> for Effects<'_> {
+    fn notify(&mut self, n: Notification<'_, Id>) {
+        match n {
+            Notification::MemberUp(id) => self.notes.push(Note::Up(id.clone())),
+            Notification::MemberDown(id) => self.notes.push(Note::Down(id.clone())),
+            Notification::Rename(a, b) => self.notes.push(Note::Rename(a.clone(), b.clone())),
+            Notification::Active => self.notes.push(Note::Active),
+            Notification::Idle => self.notes.push(Note::Idle),
+            _ => {}
+        }
+    }
+
+    fn send_to(&mut self, to: Id, data: &[u8]) {
+        self.out.push_back(Transmit {
+            to: to.addr,
+            payload: wire::encode(&Packet::Swim(data.to_vec())),
+        });
+    }
+
+    fn submit_after(&mut self, event: Timer<Id>, after: Duration) {
+        *self.seq += 1;
+        self.timers
+            .insert((self.now + after, *self.seq), TimerKind::Swim(event));
+    }
+}
+
+/// One node's cluster protocol. See the module docs.
+pub struct Engine {
+    cfg: EngineConfig,
+    swim: Swim,
+    shared: Rc<RefCell<Shared>>,
+    rng: StdRng,
+    timers: BTreeMap<(Instant, u64), TimerKind>,
+    seq: u64,
+    out: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    /// Live members by node id (not including ourselves).
+    members: BTreeMap<NodeId, Id>,
+    tables: TableAssembler,
+    drops: EngineDrops,
+    last_seed_announce: Option<Instant>,
+}
+
+impl Engine {
+    /// Starts a node from its persisted replica (possibly empty). Its own
+    /// node record is (re)written with its new incarnation.
+    pub fn new(cfg: EngineConfig, mut replica: Replica, rng_seed: u64, now: Now) -> Engine {
+        let me = cfg.me.clone();
+        let own = replica
+            .nodes
+            .get(&me.node)
+            .cloned()
+            .unwrap_or_else(|| NodeRecord::new(me.node.clone(), me.incarnation));
+        replica.nodes.insert(
+            me.node.clone(),
+            NodeRecord {
+                incarnation: me.incarnation,
+                version: 0,
+                ..own
+            },
+        );
+        let shared = Rc::new(RefCell::new(Shared {
+            replica,
+            changed: false,
+            hlc: Hlc::default(),
+        }));
+        let swim = Foca::with_custom_broadcast(
+            me,
+            foca_config(&cfg),
+            StdRng::seed_from_u64(rng_seed),
+            PostcardCodec,
+            Handler(shared.clone()),
+        );
+        let mut e = Engine {
+            rng: StdRng::seed_from_u64(rng_seed ^ 0x5eed),
+            cfg,
+            swim,
+            shared,
+            timers: BTreeMap::new(),
+            seq: 0,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            members: BTreeMap::new(),
+            tables: TableAssembler::default(),
+            drops: EngineDrops::default(),
+            last_seed_announce: None,
+        };
+        e.announce_to_seeds(now);
+        e.schedule(now.at + e.cfg.timings.join_retry, TimerKind::Announce);
+        e.schedule(now.at + e.cfg.timings.anti_entropy, TimerKind::AntiEntropy);
+        // Put our own record on the broadcast backlog.
+        let rec = e.shared.borrow().replica.nodes[&e.cfg.me.node].clone();
+        e.broadcast(Item::Node(rec));
+        e
+    }
+
+    pub fn id(&self) -> &Id {
+        self.swim.identity()
+    }
+
+    /// The replicated state as this node knows it.
+    pub fn replica(&self) -> std::cell::Ref<'_, Replica> {
+        std::cell::Ref::map(self.shared.borrow(), |s| &s.replica)
+    }
+
+    /// Live peers (not including this node).
+    pub fn members(&self) -> &BTreeMap<NodeId, Id> {
+        &self.members
+    }
+
+    #[doc(hidden)]
+    pub fn debug_timers(&self) -> Vec<String> {
+        self.timers
+            .iter()
+            .map(|(k, v)| format!("{:?} {:?}", k, v))
+            .collect()
+    }
+
+    pub fn drops(&self) -> EngineDrops {
+        self.drops
+    }
+
+    /// A datagram's plaintext arrived from `from`.
+    pub fn handle_datagram(&mut self, now: Now, from: SocketAddr, payload: &[u8]) {
+        let packet = match wire::decode(payload) {
+            Ok(p) => p,
+            Err(_) => {
+                self.drops.malformed += 1;
+                return;
+            }
+        };
+        match packet {
+            Packet::Swim(data) => {
+                let mut notes = Vec::new();
+                let res = {
+                    let mut fx = Effects {
+                        now: now.at,
+                        timers: &mut self.timers,
+                        seq: &mut self.seq,
+                        out: &mut self.out,
+                        notes: &mut notes,
+                    };
+                    self.swim.handle_data(&data, &mut fx)
+                };
+                if res.is_err() {
+                    self.drops.swim_rejected += 1;
+                }
+                self.absorb(now, notes);
+            }
+            Packet::Digest {
+                digest,
+                table,
+                answer,
+            } => self.handle_digest(from, digest, table, answer),
+            Packet::Items(items) => {
+                let mut s = self.shared.borrow_mut();
+                for i in items {
+                    s.apply(i);
+                }
+            }
+            Packet::TablePart {
+                meta,
+                part,
+                parts,
+                placements,
+            } => {
+                if let Some(t) = self.tables.add(meta, part, parts, placements) {
+                    self.shared.borrow_mut().apply(Item::Table(t));
+                }
+            }
+        }
+        self.flush_changed();
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now.at {
+                break;
+            }
+            let kind = entry.remove();
+            match kind {
+                TimerKind::Swim(t) => {
+                    let mut notes = Vec::new();
+                    {
+                        let mut fx = Effects {
+                            now: now.at,
+                            timers: &mut self.timers,
+                            seq: &mut self.seq,
+                            out: &mut self.out,
+                            notes: &mut notes,
+                        };
+                        // Errors here are foca telling us a timer is stale.
+                        let _ = self.swim.handle_timer(t, &mut fx);
+                    }
+                    self.absorb(now, notes);
+                }
+                TimerKind::Announce => {
+                    let joined = !self.members.is_empty();
+                    let due = self
+                        .last_seed_announce
+                        .is_none_or(|t| now.at >= t + self.cfg.timings.seed_announce);
+                    if !joined || due {
+                        self.announce_to_seeds(now);
+                    }
+                    self.schedule(now.at + self.cfg.timings.join_retry, TimerKind::Announce);
+                }
+                TimerKind::AntiEntropy => {
+                    if !self.members.is_empty() {
+                        let pick = self.rng.random_range(0..self.members.len());
+                        let peer = self.members.values().nth(pick).expect("in range").addr;
+                        self.send_digest(peer, false);
+                    }
+                    self.schedule(
+                        now.at + self.cfg.timings.anti_entropy,
+                        TimerKind::AntiEntropy,
+                    );
+                }
+            }
+        }
+        self.flush_changed();
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Adds an address (operator command). On error nothing changes.
+    pub fn add_address(&mut self, now: Now, spec: fechter_core::AddrSpec) -> Result<(), AddError> {
+        let stamp = self.tick(now);
+        let entry = self
+            .shared
+            .borrow()
+            .replica
+            .addresses
+            .add_entry(spec, stamp)?;
+        self.broadcast(Item::Address(entry));
+        self.flush_changed();
+        Ok(())
+    }
+
+    /// Marks an address do-not-assign (operator command). On error nothing changes.
+    pub fn remove_address(&mut self, now: Now, ip: std::net::IpAddr) -> Result<(), RemoveError> {
+        let stamp = self.tick(now);
+        let entry = self
+            .shared
+            .borrow()
+            .replica
+            .addresses
+            .remove_entry(ip, stamp)?;
+        self.broadcast(Item::Address(entry));
+        self.flush_changed();
+        Ok(())
+    }
+
+    /// Changes this node's own record (admin status, health, priority); the
+    /// version is bumped and the record disseminated. Returns the new record.
+    pub fn update_own(&mut self, f: impl FnOnce(&mut NodeRecord)) -> NodeRecord {
+        let mut rec = self.shared.borrow().replica.nodes[&self.cfg.me.node].clone();
+        let before = rec.clone();
+        f(&mut rec);
+        if rec == before {
+            return rec;
+        }
+        rec.id = self.cfg.me.node.clone();
+        rec.incarnation = self.cfg.me.incarnation;
+        rec.version = before.version + 1;
+        self.broadcast(Item::Node(rec.clone()));
+        self.flush_changed();
+        rec
+    }
+
+    /// Leaves the cluster gracefully (members see us down at once).
+    pub fn leave(&mut self, now: Now) {
+        let mut notes = Vec::new();
+        {
+            let mut fx = Effects {
+                now: now.at,
+                timers: &mut self.timers,
+                seq: &mut self.seq,
+                out: &mut self.out,
+                notes: &mut notes,
+            };
+            let _ = self.swim.leave_cluster(&mut fx);
+        }
+        self.absorb(now, notes);
+    }
+
+    fn tick(&mut self, now: Now) -> Stamp {
+        let mut s = self.shared.borrow_mut();
+        s.hlc = s.hlc.tick(now.wall_ms);
+        Stamp::new(s.hlc, self.cfg.me.node.clone())
+    }
+
+    /// Applies a local item and disseminates it: sent at once to every live
+    /// member (so an operator's next command on another node already sees
+    /// it), and put on foca's broadcast backlog for redundancy.
+    fn broadcast(&mut self, item: Item) {
+        let direct = wire::encode(&Packet::Items(vec![item.clone()]));
+        if direct.len() <= self.cfg.max_packet {
+            for m in self.members.values() {
+                self.out.push_back(Transmit {
+                    to: m.addr,
+                    payload: direct.clone(),
+                });
+            }
+        }
+        let bytes = postcard::to_allocvec(&item).expect("items serialize");
+        if self.swim.add_broadcast(&bytes).is_err() {
+            // Too big for a broadcast (a large table): apply locally; it
+            // spreads by anti-entropy.
+            self.shared.borrow_mut().apply(item);
+        }
+    }
+
+    fn flush_changed(&mut self) {
+        let mut s = self.shared.borrow_mut();
+        if std::mem::take(&mut s.changed) {
+            self.events.push_back(Event::StateChanged);
+        }
+    }
+
+    fn absorb(&mut self, now: Now, notes: Vec<Note>) {
+        for n in notes {
+            match n {
+                Note::Up(id) => {
+                    self.members.insert(id.node.clone(), id.clone());
+                    // Anti-entropy at once with a newcomer (or a returning node).
+                    self.send_digest(id.addr, false);
+                    self.events.push_back(Event::MemberUp(id));
+                }
+                Note::Down(id) => {
+                    if self.members.get(&id.node) == Some(&id) {
+                        self.members.remove(&id.node);
+                    }
+                    self.events.push_back(Event::MemberDown(id));
+                }
+                Note::Rename(old, new) => {
+                    self.members.remove(&old.node);
+                    self.members.insert(new.node.clone(), new.clone());
+                    if (old.incarnation, old.bump) != (new.incarnation, new.bump) {
+                        self.send_digest(new.addr, false);
+                    }
+                }
+                Note::Active => self.events.push_back(Event::Joined),
+                Note::Idle => {
+                    self.events.push_back(Event::Isolated);
+                    self.announce_to_seeds(now);
+                }
+            }
+        }
+    }
+
+    fn announce_to_seeds(&mut self, now: Now) {
+        self.last_seed_announce = Some(now.at);
+        let seeds: Vec<SocketAddr> = self
+            .cfg
+            .seeds
+            .iter()
+            .copied()
+            .filter(|s| *s != self.cfg.me.addr)
+            .collect();
+        for seed in seeds {
+            // We do not know the seed's identity: foca only needs an
+            // address to send to; the seed answers with its real identity.
+            let placeholder = Id {
+                node: NodeId::new(""),
+                addr: seed,
+                incarnation: 0,
+                bump: 0,
+            };
+            let mut notes = Vec::new();
+            {
+                let mut fx = Effects {
+                    now: now.at,
+                    timers: &mut self.timers,
+                    seq: &mut self.seq,
+                    out: &mut self.out,
+                    notes: &mut notes,
+                };
+                let _ = self.swim.announce(placeholder, &mut fx);
+            }
+            self.absorb(now, notes);
+        }
+    }
+
+    fn send_digest(&mut self, to: SocketAddr, answer: bool) {
+        let s = self.shared.borrow();
+        let p = Packet::Digest {
+            digest: s.replica.digest(),
+            table: s.replica.table.as_ref().map(|t| t.meta.clone()),
+            answer,
+        };
+        drop(s);
+        self.out.push_back(Transmit {
+            to,
+            payload: wire::encode(&p),
+        });
+    }
+
+    fn handle_digest(
+        &mut self,
+        from: SocketAddr,
+        digest: fechter_core::replica::ReplicaDigest,
+        table: Option<TableMeta>,
+        answer: bool,
+    ) {
+        let s = self.shared.borrow();
+        let mine = s.replica.digest();
+        if mine == digest {
+            return;
+        }
+        let max = self.cfg.max_packet;
+        let mut push = Vec::new();
+        if mine.nodes != digest.nodes || mine.addresses != digest.addresses {
+            let mut partial = Replica {
+                table: None,
+                ..Replica::default()
+            };
+            if mine.nodes != digest.nodes {
+                partial.nodes = s.replica.nodes.clone();
+            }
+            if mine.addresses != digest.addresses {
+                partial.addresses = s.replica.addresses.clone();
+            }
+            push.extend(wire::pack_replica(&partial, max));
+        }
+        // Push our table only if it is the one to prefer.
+        if let Some(t) = &s.replica.table
+            && table
+                .as_ref()
+                .is_none_or(|theirs| fechter_core::leader::prefer(&t.meta, theirs).is_gt())
+        {
+            push.extend(wire::pack_table(t, max));
+        }
+        drop(s);
+        for p in push {
+            self.out.push_back(Transmit {
+                to: from,
+                payload: wire::encode(&p),
+            });
+        }
+        if !answer {
+            self.send_digest(from, true);
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, kind: TimerKind) {
+        self.seq += 1;
+        self.timers.insert((at, self.seq), kind);
+    }
+}
+
+fn foca_config(cfg: &EngineConfig) -> foca::Config {
+    let t = &cfg.timings;
+    let mut c = foca::Config::new_lan(std::num::NonZeroU32::new(16).expect("nonzero"));
+    c.probe_period = t.probe_period;
+    c.probe_rtt = t.probe_rtt;
+    c.suspect_to_down_after = t.suspect_to_down;
+    c.num_indirect_probes = NonZeroUsize::new(3).expect("nonzero");
+    c.max_transmissions = NonZeroU8::new(8).expect("nonzero");
+    c.remove_down_after = Some(t.forget_down_after);
+    // Our packet is `Packet::Swim(bytes)`: one tag byte and a length varint.
+    c.max_packet_size = NonZeroUsize::new(cfg.max_packet.min(MAX_PACKET) - 4).expect("nonzero");
+    c.notify_down_members = true;
+    c.periodic_gossip = Some(foca::PeriodicParams {
+        frequency: t.gossip_period,
+        num_members: NonZeroUsize::new(3).expect("nonzero"),
+    });
+    c.periodic_announce = Some(foca::PeriodicParams {
+        frequency: t.seed_announce,
+        num_members: NonZeroUsize::new(1).expect("nonzero"),
+    });
+    c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(1),
+        num_members: NonZeroUsize::new(2).expect("nonzero"),
+    });
+    c
+}

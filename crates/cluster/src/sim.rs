@@ -1,0 +1,318 @@
+//! A deterministic, in-memory network of [`Engine`]s for tests and
+//! benchmarks: virtual time, seeded randomness, scripted partitions, crashes
+//! and restarts (in the spirit of chitchat's simulator). No tokio, no sockets:
+//! every run with the same seed is identical.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use fechter_core::NodeId;
+use fechter_core::replica::Replica;
+use fechter_core::wire::MAX_PACKET;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::engine::{Engine, EngineConfig, Event, Id, Now, Timings};
+
+/// One simulated datagram in flight.
+#[derive(Debug, Clone)]
+struct Flight {
+    deliver_at: Instant,
+    seq: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+    payload: Vec<u8>,
+}
+
+/// A simulated cluster.
+pub struct Sim {
+    pub start: Instant,
+    pub now: Instant,
+    rng: StdRng,
+    pub nodes: BTreeMap<NodeId, SimNode>,
+    flights: VecDeque<Flight>,
+    seq: u64,
+    /// Pairs of addresses that cannot talk (both directions).
+    cut: BTreeSet<(SocketAddr, SocketAddr)>,
+    /// One-way latency of every datagram.
+    pub latency: Duration,
+    /// Probability (0..1) that a datagram is lost.
+    pub loss: f64,
+    pub timings: Timings,
+    /// Bytes sent per node, for bandwidth figures.
+    pub sent_bytes: BTreeMap<NodeId, u64>,
+    pub log: Vec<(Duration, NodeId, Event)>,
+}
+
+pub struct SimNode {
+    pub addr: SocketAddr,
+    /// `None` while crashed.
+    pub engine: Option<Engine>,
+    pub incarnation: u64,
+}
+
+/// The simulated address of node number `i`.
+pub fn addr_of(i: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 10_000 + i as u16)
+}
+
+impl Sim {
+    pub fn new(seed: u64, timings: Timings) -> Sim {
+        let start = Instant::now();
+        Sim {
+            start,
+            now: start,
+            rng: StdRng::seed_from_u64(seed),
+            nodes: BTreeMap::new(),
+            flights: VecDeque::new(),
+            seq: 0,
+            cut: BTreeSet::new(),
+            latency: Duration::from_micros(200),
+            loss: 0.0,
+            timings,
+            sent_bytes: BTreeMap::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn wall(&self) -> Now {
+        Now {
+            at: self.now,
+            wall_ms: 1_700_000_000_000 + (self.now - self.start).as_millis() as u64,
+        }
+    }
+
+    /// Adds and starts node `name` at `addr`, attaching to `seeds`.
+    pub fn start(&mut self, name: &str, addr: SocketAddr, seeds: Vec<SocketAddr>) {
+        self.start_with(name, addr, seeds, Replica::default());
+    }
+
+    /// Starts (or restarts) a node with a given persisted replica.
+    pub fn start_with(
+        &mut self,
+        name: &str,
+        addr: SocketAddr,
+        seeds: Vec<SocketAddr>,
+        replica: Replica,
+    ) {
+        let id = NodeId::new(name);
+        let incarnation = self.nodes.get(&id).map_or(1, |n| n.incarnation + 1);
+        let cfg = EngineConfig {
+            me: Id {
+                node: id.clone(),
+                addr,
+                incarnation,
+                bump: 0,
+            },
+            seeds,
+            timings: self.timings.clone(),
+            max_packet: MAX_PACKET,
+        };
+        let seed = self.rng.random::<u64>();
+        let engine = Engine::new(cfg, replica, seed, self.wall());
+        self.nodes.insert(
+            id,
+            SimNode {
+                addr,
+                engine: Some(engine),
+                incarnation,
+            },
+        );
+        self.pump();
+    }
+
+    /// Starts `n` nodes `n0..n{n-1}`, each attaching to `n0`.
+    pub fn cluster(seed: u64, n: usize, timings: Timings) -> Sim {
+        let mut sim = Sim::new(seed, timings);
+        for i in 0..n {
+            sim.start(&format!("n{i}"), addr_of(i), vec![addr_of(0)]);
+        }
+        sim
+    }
+
+    /// Stops a node abruptly (no goodbye). Returns its last replica (what
+    /// it would have persisted).
+    pub fn crash(&mut self, name: &str) -> Option<Replica> {
+        let n = self.nodes.get_mut(&NodeId::new(name))?;
+        n.engine.take().map(|e| e.replica().clone())
+    }
+
+    pub fn engine(&self, name: &str) -> &Engine {
+        self.nodes[&NodeId::new(name)]
+            .engine
+            .as_ref()
+            .expect("running")
+    }
+
+    pub fn engine_mut(&mut self, name: &str) -> &mut Engine {
+        self.nodes
+            .get_mut(&NodeId::new(name))
+            .and_then(|n| n.engine.as_mut())
+            .expect("running")
+    }
+
+    /// The time as engines see it.
+    pub fn now(&self) -> Now {
+        self.wall()
+    }
+
+    /// Cuts every link between the two groups (both directions).
+    pub fn partition(&mut self, a: &[&str], b: &[&str]) {
+        for x in a {
+            for y in b {
+                let (ax, ay) = (self.addr(x), self.addr(y));
+                self.cut.insert((ax, ay));
+                self.cut.insert((ay, ax));
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    fn addr(&self, name: &str) -> SocketAddr {
+        self.nodes[&NodeId::new(name)].addr
+    }
+
+    /// Moves every engine's output into the network.
+    fn pump(&mut self) {
+        let now = self.wall();
+        let names: Vec<NodeId> = self.nodes.keys().cloned().collect();
+        for name in names {
+            let node = self.nodes.get_mut(&name).expect("exists");
+            let from = node.addr;
+            let Some(engine) = node.engine.as_mut() else {
+                continue;
+            };
+            while let Some(ev) = engine.poll_event() {
+                self.log.push((now.at - self.start, name.clone(), ev));
+            }
+            while let Some(t) = engine.poll_transmit() {
+                *self.sent_bytes.entry(name.clone()).or_insert(0) += t.payload.len() as u64;
+                self.seq += 1;
+                self.flights.push_back(Flight {
+                    deliver_at: now.at + self.latency,
+                    seq: self.seq,
+                    from,
+                    to: t.to,
+                    payload: t.payload,
+                });
+            }
+        }
+    }
+
+    /// Runs the simulation until `deadline` of virtual time from now.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        self.run_until(end, |_| false);
+    }
+
+    /// Runs until `done(self)` holds (checked after every step) or `limit`
+    /// of virtual time passes. Returns the virtual time it took, or `None`.
+    pub fn run_until_cond(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> Option<Duration> {
+        let t0 = self.now;
+        let end = self.now + limit;
+        if done(self) {
+            return Some(Duration::ZERO);
+        }
+        self.run_until(end, |s| done(s)).then(|| self.now - t0)
+    }
+
+    fn run_until(&mut self, end: Instant, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        // Bounded: every step advances virtual time or consumes a datagram.
+        for _ in 0..50_000_000u64 {
+            self.pump();
+            let next_flight = self.flights.iter().map(|f| (f.deliver_at, f.seq)).min();
+            let next_timer = self
+                .nodes
+                .values()
+                .filter_map(|n| n.engine.as_ref()?.poll_timeout())
+                .min();
+            let next = match (next_flight.map(|f| f.0), next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => end,
+            };
+            if next > end {
+                self.now = end;
+                return false;
+            }
+            self.now = self.now.max(next);
+            let now = self.wall();
+            // Deliver due datagrams in send order.
+            let mut due: Vec<Flight> = Vec::new();
+            self.flights.retain(|f| {
+                if f.deliver_at <= now.at {
+                    due.push(f.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            due.sort_by_key(|f| f.seq);
+            for f in due {
+                if self.cut.contains(&(f.from, f.to)) {
+                    continue;
+                }
+                if self.loss > 0.0 && self.rng.random::<f64>() < self.loss {
+                    continue;
+                }
+                if let Some(e) = self
+                    .nodes
+                    .values_mut()
+                    .find(|n| n.addr == f.to)
+                    .and_then(|n| n.engine.as_mut())
+                {
+                    e.handle_datagram(now, f.from, &f.payload);
+                }
+            }
+            for n in self.nodes.values_mut() {
+                if let Some(e) = n.engine.as_mut()
+                    && e.poll_timeout().is_some_and(|t| t <= now.at)
+                {
+                    e.handle_timeout(now);
+                }
+            }
+            self.pump();
+            if done(self) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether every running node sees exactly the other running nodes alive.
+    pub fn converged_membership(&self) -> bool {
+        let running: BTreeSet<&NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.engine.is_some())
+            .map(|(k, _)| k)
+            .collect();
+        self.nodes.iter().all(|(name, n)| {
+            let Some(e) = &n.engine else { return true };
+            let seen: BTreeSet<&NodeId> = e.members().keys().collect();
+            let mut expect = running.clone();
+            expect.remove(name);
+            seen == expect
+        })
+    }
+
+    /// Whether every running node holds the same replica.
+    pub fn converged_state(&self) -> bool {
+        let mut digests = self
+            .nodes
+            .values()
+            .filter_map(|n| n.engine.as_ref().map(|e| e.replica().digest()));
+        let Some(first) = digests.next() else {
+            return true;
+        };
+        digests.all(|d| d == first)
+    }
+}

@@ -1,0 +1,7 @@
+//! fechter: the I/O shell around `fechter-core` and `fechter-cluster`: the
+//! agent loop, the control socket, and the CLI.
+
+pub mod agent;
+pub mod cli;
+pub mod control;
+pub mod plan;
