@@ -26,17 +26,21 @@
 //! [`Engine::drops`]; they never change state.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use fechter_core::NodeId;
+use fechter_core::failover::Eligibility;
 use fechter_core::leader::TableMeta;
-use fechter_core::replica::{Item, NodeRecord, Replica};
+use fechter_core::replica::{Item, NodeRecord, Replica, Table};
 use fechter_core::state::{AddError, Hlc, RemoveError, Stamp};
 use fechter_core::wire::{self, MAX_PACKET, Packet, TableAssembler};
+use fechter_core::{AddrSpec, Allocation};
+
+use crate::duty::{Duty, DutyTimings, LeaderInput};
 use foca::{BroadcastHandler, Foca, Invalidates, Notification, PostcardCodec, Runtime, Timer};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -110,6 +114,36 @@ pub struct Timings {
     /// How long a down member is remembered (so it may rejoin with its old identity after).
     #[serde(with = "ms")]
     pub forget_down_after: Duration,
+    /// Standby fast path: how often every node sends a heartbeat to every live member.
+    #[serde(with = "ms")]
+    pub heartbeat_interval: Duration,
+    /// Standby fast path: silence after which a standby takes its holder's addresses.
+    #[serde(with = "ms")]
+    pub heartbeat_timeout: Duration,
+    /// How long a node must be up, healthy and alive before it receives addresses.
+    #[serde(with = "ms")]
+    pub maturity: Duration,
+    /// How long a holder whose addresses a standby took stays ineligible.
+    #[serde(with = "ms")]
+    pub quarantine: Duration,
+    /// How long after start a node waits (to learn the cluster's table) before it may lead.
+    #[serde(with = "ms")]
+    pub lead_grace: Duration,
+    /// How often the leader re-evaluates eligibility (maturity, quarantine).
+    #[serde(with = "ms")]
+    pub leader_tick: Duration,
+}
+
+impl Timings {
+    fn duty(&self) -> DutyTimings {
+        DutyTimings {
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+            maturity: self.maturity,
+            quarantine: self.quarantine,
+            lead_grace: self.lead_grace,
+        }
+    }
 }
 
 impl Default for Timings {
@@ -123,6 +157,12 @@ impl Default for Timings {
             seed_announce: Duration::from_secs(5),
             anti_entropy: Duration::from_secs(1),
             forget_down_after: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_millis(15),
+            heartbeat_timeout: Duration::from_millis(65),
+            maturity: Duration::from_secs(2),
+            quarantine: Duration::from_secs(5),
+            lead_grace: Duration::from_secs(1),
+            leader_tick: Duration::from_millis(100),
         }
     }
 }
@@ -167,8 +207,18 @@ pub enum Event {
     Joined,
     /// This node sees no live peer any more.
     Isolated,
-    /// The replicated state changed (persist it, recompute decisions).
+    /// The replicated state changed (persist it).
     StateChanged,
+    /// The allocation this node acts on changed: reconcile the interfaces.
+    AllocationChanged,
+    /// A new leader is recognised.
+    LeaderChanged(Option<NodeId>),
+    /// This node, as standby, took the addresses of an unheard holder.
+    TookOver {
+        holder: NodeId,
+    },
+    /// This node published a table (it leads).
+    Published(TableMeta),
 }
 
 /// Dropped packets, by reason. Drops never change state.
@@ -185,6 +235,8 @@ enum TimerKind {
     Swim(Timer<Id>),
     Announce,
     AntiEntropy,
+    Heartbeat,
+    LeaderTick,
 }
 
 /// Identifies a broadcast item for foca's dissemination backlog: a newer
@@ -314,6 +366,11 @@ pub struct Engine {
     tables: TableAssembler,
     drops: EngineDrops,
     last_seed_announce: Option<Instant>,
+    duty: Duty,
+    started: Instant,
+    /// Something the leader decides on changed since its last evaluation.
+    dirty: bool,
+    last_takeover_notice: Option<Instant>,
 }
 
 impl Engine {
@@ -359,10 +416,19 @@ impl Engine {
             tables: TableAssembler::default(),
             drops: EngineDrops::default(),
             last_seed_announce: None,
+            duty: Duty::default(),
+            started: now.at,
+            dirty: true,
+            last_takeover_notice: None,
         };
         e.announce_to_seeds(now);
         e.schedule(now.at + e.cfg.timings.join_retry, TimerKind::Announce);
         e.schedule(now.at + e.cfg.timings.anti_entropy, TimerKind::AntiEntropy);
+        e.schedule(
+            now.at + e.cfg.timings.heartbeat_interval,
+            TimerKind::Heartbeat,
+        );
+        e.schedule(now.at + e.cfg.timings.leader_tick, TimerKind::LeaderTick);
         // Put our own record on the broadcast backlog.
         let rec = e.shared.borrow().replica.nodes[&e.cfg.me.node].clone();
         e.broadcast(Item::Node(rec));
@@ -393,6 +459,70 @@ impl Engine {
 
     pub fn drops(&self) -> EngineDrops {
         self.drops
+    }
+
+    /// The allocation this node acts on: the followed table with standby
+    /// takeovers and confirmed hand-offs applied.
+    pub fn allocation(&self) -> &Allocation {
+        &self.duty.effective
+    }
+
+    /// The leader this node recognises.
+    pub fn leader(&self) -> Option<&NodeId> {
+        self.duty.leader.as_ref()
+    }
+
+    /// The latest eligibility this node computed (why each node does or
+    /// does not take addresses).
+    pub fn eligibility(&self) -> &Eligibility {
+        &self.duty.eligibility
+    }
+
+    /// The shell installed and announced `installed` (its record after a
+    /// reconcile): confirms pending hand-offs to their givers and the leader.
+    pub fn confirm_installed(&mut self, now: Now, installed: &BTreeSet<AddrSpec>) {
+        let me = self.cfg.me.node.clone();
+        let to_confirm: Vec<(NodeId, Vec<AddrSpec>)> =
+            fechter_core::failover::handoffs_to_confirm(&me, &self.duty.effective, installed)
+                .into_iter()
+                .map(|(g, specs)| {
+                    let fresh: Vec<AddrSpec> = specs
+                        .into_iter()
+                        .filter(|s| !self.duty.confirmed.contains(*s))
+                        .cloned()
+                        .collect();
+                    (g.clone(), fresh)
+                })
+                .filter(|(_, v)| !v.is_empty())
+                .collect();
+        for (giver, specs) in to_confirm {
+            self.duty.confirmed.extend(specs.iter().cloned());
+            let payload = wire::encode(&Packet::HandoffDone {
+                by: me.clone(),
+                specs: specs.clone(),
+            });
+            let mut targets: Vec<SocketAddr> = Vec::new();
+            for n in [Some(&giver), self.duty.leader.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(m) = self.members.get(n) {
+                    targets.push(m.addr);
+                }
+            }
+            targets.dedup();
+            for to in targets {
+                self.out.push_back(Transmit {
+                    to,
+                    payload: payload.clone(),
+                });
+            }
+            if self.duty.leader.as_ref() == Some(&me) {
+                self.duty.handoff_done.extend(specs);
+                self.dirty = true;
+            }
+        }
+        self.settle(now);
     }
 
     /// A datagram's plaintext arrived from `from`.
@@ -443,8 +573,23 @@ impl Engine {
                     self.shared.borrow_mut().apply(Item::Table(t));
                 }
             }
+            Packet::Heartbeat { from, .. } => {
+                self.duty.last_heard.insert(from, now.at);
+                return; // the hot path: nothing else to settle
+            }
+            Packet::Takeover { holder, by, table } => {
+                let s = self.shared.borrow();
+                self.duty
+                    .takeover_reported(holder, by, &table, s.replica.table.as_ref(), now.at);
+                drop(s);
+                self.dirty = true;
+            }
+            Packet::HandoffDone { specs, .. } => {
+                self.duty.handoff_done.extend(specs);
+                self.dirty = true;
+            }
         }
-        self.flush_changed();
+        self.settle(now);
     }
 
     /// Fires every timer due at `now`.
@@ -491,9 +636,21 @@ impl Engine {
                         TimerKind::AntiEntropy,
                     );
                 }
+                TimerKind::Heartbeat => {
+                    self.heartbeat(now);
+                    self.schedule(
+                        now.at + self.cfg.timings.heartbeat_interval,
+                        TimerKind::Heartbeat,
+                    );
+                }
+                TimerKind::LeaderTick => {
+                    self.resend_takeovers(now);
+                    self.evaluate(now, false);
+                    self.schedule(now.at + self.cfg.timings.leader_tick, TimerKind::LeaderTick);
+                }
             }
         }
-        self.flush_changed();
+        self.settle(now);
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
@@ -519,7 +676,7 @@ impl Engine {
             .addresses
             .add_entry(spec, stamp)?;
         self.broadcast(Item::Address(entry));
-        self.flush_changed();
+        self.settle(now);
         Ok(())
     }
 
@@ -533,13 +690,13 @@ impl Engine {
             .addresses
             .remove_entry(ip, stamp)?;
         self.broadcast(Item::Address(entry));
-        self.flush_changed();
+        self.settle(now);
         Ok(())
     }
 
     /// Changes this node's own record (admin status, health, priority); the
     /// version is bumped and the record disseminated. Returns the new record.
-    pub fn update_own(&mut self, f: impl FnOnce(&mut NodeRecord)) -> NodeRecord {
+    pub fn update_own(&mut self, now: Now, f: impl FnOnce(&mut NodeRecord)) -> NodeRecord {
         let mut rec = self.shared.borrow().replica.nodes[&self.cfg.me.node].clone();
         let before = rec.clone();
         f(&mut rec);
@@ -550,7 +707,7 @@ impl Engine {
         rec.incarnation = self.cfg.me.incarnation;
         rec.version = before.version + 1;
         self.broadcast(Item::Node(rec.clone()));
-        self.flush_changed();
+        self.settle(now);
         rec
     }
 
@@ -597,10 +754,157 @@ impl Engine {
         }
     }
 
-    fn flush_changed(&mut self) {
-        let mut s = self.shared.borrow_mut();
-        if std::mem::take(&mut s.changed) {
+    /// After every input: report state changes, let the leader decide, and
+    /// recompute what this node acts on.
+    fn settle(&mut self, now: Now) {
+        let changed = std::mem::take(&mut self.shared.borrow_mut().changed);
+        if changed {
             self.events.push_back(Event::StateChanged);
+            self.dirty = true;
+        }
+        if self.dirty {
+            self.evaluate(now, true);
+        }
+    }
+
+    /// Elects, leads if elected, and refreshes the effective allocation.
+    fn evaluate(&mut self, now: Now, force: bool) {
+        self.dirty = false;
+        let me = self.cfg.me.node.clone();
+        let alive: BTreeSet<NodeId> = self.members.keys().cloned().collect();
+        let leaving = self
+            .shared
+            .borrow()
+            .replica
+            .nodes
+            .get(&me)
+            .is_some_and(|r| r.leaving);
+        let synced = now.at.saturating_duration_since(self.started) >= self.cfg.timings.lead_grace;
+        let timings = self.cfg.timings.duty();
+        let before = self.duty.leader.clone();
+        let decision = {
+            let s = self.shared.borrow();
+            self.duty.lead(LeaderInput {
+                me: &me,
+                replica: &s.replica,
+                alive: &alive,
+                i_can_lead: synced && !leaving,
+                now: now.at,
+                timings: &timings,
+                force,
+            })
+        };
+        if self.duty.leader != before {
+            self.events
+                .push_back(Event::LeaderChanged(self.duty.leader.clone()));
+        }
+        if let Some(table) = decision.publish {
+            self.publish(table);
+        }
+        let changed = {
+            let s = self.shared.borrow();
+            self.duty.refresh_effective(&s.replica)
+        };
+        if changed {
+            self.events.push_back(Event::AllocationChanged);
+        }
+        if std::mem::take(&mut self.shared.borrow_mut().changed) {
+            self.events.push_back(Event::StateChanged);
+        }
+    }
+
+    /// Publishes a table: applied here, sent in parts to every live member
+    /// at once, and repaired by anti-entropy where a part is lost.
+    fn publish(&mut self, table: Table) {
+        let meta = table.meta.clone();
+        for p in wire::pack_table(&table, self.cfg.max_packet) {
+            let payload = wire::encode(&p);
+            for m in self.members.values() {
+                self.out.push_back(Transmit {
+                    to: m.addr,
+                    payload: payload.clone(),
+                });
+            }
+        }
+        self.shared.borrow_mut().apply(Item::Table(table));
+        self.events.push_back(Event::Published(meta));
+    }
+
+    /// Sends heartbeats to every live member and takes over from silent holders.
+    fn heartbeat(&mut self, now: Now) {
+        let hb = wire::encode(&Packet::Heartbeat {
+            from: self.cfg.me.node.clone(),
+            incarnation: self.cfg.me.incarnation,
+        });
+        for m in self.members.values() {
+            self.out.push_back(Transmit {
+                to: m.addr,
+                payload: hb.clone(),
+            });
+        }
+        let me = self.cfg.me.node.clone();
+        let new = {
+            let s = self.shared.borrow();
+            self.duty.check_holders(
+                &me,
+                s.replica.table.as_ref(),
+                now.at,
+                self.cfg.timings.heartbeat_timeout,
+            )
+        };
+        if !new.is_empty() {
+            for h in &new {
+                self.duty.suspected.insert(h.clone(), now.at);
+                self.events.push_back(Event::TookOver { holder: h.clone() });
+            }
+            self.send_takeover_notices(now);
+            self.dirty = true;
+            self.settle(now);
+        }
+    }
+
+    fn send_takeover_notices(&mut self, now: Now) {
+        let me = self.cfg.me.node.clone();
+        let Some(meta) = self
+            .shared
+            .borrow()
+            .replica
+            .table
+            .as_ref()
+            .map(|t| t.meta.clone())
+        else {
+            return;
+        };
+        self.last_takeover_notice = Some(now.at);
+        let mine: Vec<NodeId> = self
+            .duty
+            .takeovers
+            .iter()
+            .filter(|(_, by)| *by == me)
+            .map(|(h, _)| h.clone())
+            .collect();
+        for holder in mine {
+            let payload = wire::encode(&Packet::Takeover {
+                holder,
+                by: me.clone(),
+                table: meta.clone(),
+            });
+            for m in self.members.values() {
+                self.out.push_back(Transmit {
+                    to: m.addr,
+                    payload: payload.clone(),
+                });
+            }
+        }
+    }
+
+    /// Takeover notices are repeated while in force, in case one was lost.
+    fn resend_takeovers(&mut self, now: Now) {
+        let due = self
+            .last_takeover_notice
+            .is_some_and(|t| now.at.saturating_duration_since(t) >= Duration::from_millis(500));
+        if due {
+            self.send_takeover_notices(now);
         }
     }
 

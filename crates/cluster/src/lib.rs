@@ -7,6 +7,7 @@
 //! - [`persist`]: atomic state files (write, fsync, rename, fsync the
 //!   directory) and the agent's exclusively locked data directory.
 
+pub mod duty;
 pub mod engine;
 pub mod keyfile;
 pub mod persist;

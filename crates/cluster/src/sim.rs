@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use fechter_core::NodeId;
+use fechter_core::reconcile::{Action, LocalView, plan};
 use fechter_core::replica::Replica;
 use fechter_core::wire::MAX_PACKET;
+use fechter_core::{AddrSpec, NodeId};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -43,6 +44,11 @@ pub struct Sim {
     /// Bytes sent per node, for bandwidth figures.
     pub sent_bytes: BTreeMap<NodeId, u64>,
     pub log: Vec<(Duration, NodeId, Event)>,
+    /// Every interface action executed, in order: the recording platform.
+    pub actions: Vec<(Duration, NodeId, Action)>,
+    /// The latest time each address was seen in a hand-off, anywhere (a
+    /// published table or an allocation): (when, holder, giver).
+    pub handoffs: BTreeMap<AddrSpec, (Duration, NodeId, NodeId)>,
 }
 
 pub struct SimNode {
@@ -50,6 +56,11 @@ pub struct SimNode {
     /// `None` while crashed.
     pub engine: Option<Engine>,
     pub incarnation: u64,
+    /// The simulated interfaces: addresses present on this machine. A crash
+    /// takes the machine down with them.
+    pub iface: BTreeSet<AddrSpec>,
+    /// What the node recorded as installed by itself.
+    pub installed: BTreeSet<AddrSpec>,
 }
 
 /// The simulated address of node number `i`.
@@ -73,6 +84,8 @@ impl Sim {
             timings,
             sent_bytes: BTreeMap::new(),
             log: Vec::new(),
+            actions: Vec::new(),
+            handoffs: BTreeMap::new(),
         }
     }
 
@@ -117,6 +130,8 @@ impl Sim {
                 addr,
                 engine: Some(engine),
                 incarnation,
+                iface: BTreeSet::new(),
+                installed: BTreeSet::new(),
             },
         );
         self.pump();
@@ -135,6 +150,8 @@ impl Sim {
     /// it would have persisted).
     pub fn crash(&mut self, name: &str) -> Option<Replica> {
         let n = self.nodes.get_mut(&NodeId::new(name))?;
+        n.iface.clear();
+        n.installed.clear();
         n.engine.take().map(|e| e.replica().clone())
     }
 
@@ -186,8 +203,54 @@ impl Sim {
             let Some(engine) = node.engine.as_mut() else {
                 continue;
             };
+            let mut reconcile = false;
+            let t = now.at - self.start;
+            let note =
+                |a: &fechter_core::Allocation,
+                 h: &mut BTreeMap<AddrSpec, (Duration, NodeId, NodeId)>| {
+                    for (spec, p) in &a.placements {
+                        if let Some(g) = &p.handoff_from {
+                            h.insert(spec.clone(), (t, p.holder.clone(), g.clone()));
+                        }
+                    }
+                };
             while let Some(ev) = engine.poll_event() {
-                self.log.push((now.at - self.start, name.clone(), ev));
+                reconcile |= ev == Event::AllocationChanged;
+                if matches!(ev, Event::Published(_))
+                    && let Some(tb) = &engine.replica().table
+                {
+                    note(&tb.allocation, &mut self.handoffs);
+                }
+                self.log.push((t, name.clone(), ev));
+            }
+            note(engine.allocation(), &mut self.handoffs);
+            if reconcile {
+                // The recording platform: execute the plan at once.
+                let view = LocalView {
+                    observed: node.iface.clone(),
+                    installed: node.installed.clone(),
+                };
+                for a in plan(&name, engine.allocation(), &view) {
+                    match &a {
+                        Action::Install(s) => {
+                            node.iface.insert(s.clone());
+                            node.installed.insert(s.clone());
+                        }
+                        Action::Remove(s) => {
+                            node.iface.remove(s);
+                            node.installed.remove(s);
+                        }
+                        Action::Renew(s) => {
+                            node.installed.insert(s.clone());
+                        }
+                        Action::Announce(_) => {}
+                    }
+                    self.actions.push((now.at - self.start, name.clone(), a));
+                }
+                engine.confirm_installed(now, &node.installed);
+                while let Some(ev) = engine.poll_event() {
+                    self.log.push((now.at - self.start, name.clone(), ev));
+                }
             }
             while let Some(t) = engine.poll_transmit() {
                 *self.sent_bytes.entry(name.clone()).or_insert(0) += t.payload.len() as u64;
@@ -314,5 +377,46 @@ impl Sim {
             return true;
         };
         digests.all(|d| d == first)
+    }
+}
+
+impl Sim {
+    /// Addresses present on more than one running machine, with the machines.
+    pub fn duplicates(&self) -> Vec<(AddrSpec, Vec<NodeId>)> {
+        let mut on: BTreeMap<&AddrSpec, Vec<NodeId>> = BTreeMap::new();
+        for (name, n) in &self.nodes {
+            for a in &n.iface {
+                on.entry(a).or_default().push(name.clone());
+            }
+        }
+        on.into_iter()
+            .filter(|(_, v)| v.len() > 1)
+            .map(|(a, v)| (a.clone(), v))
+            .collect()
+    }
+
+    /// Whether a duplicate of `spec` on `nodes` is a make-before-break
+    /// hand-off: within `grace`, some table or allocation named one of them
+    /// holder and the other `handoff_from` (the giver keeps the address until
+    /// the receiver's confirmation reaches it).
+    pub fn is_handoff(&self, spec: &AddrSpec, nodes: &[NodeId], grace: Duration) -> bool {
+        let now = self.now - self.start;
+        self.handoffs.get(spec).is_some_and(|(t, h, g)| {
+            now.saturating_sub(*t) <= grace
+                && nodes.len() == 2
+                && nodes.contains(h)
+                && nodes.contains(g)
+        })
+    }
+
+    /// Where each address is, by machine.
+    pub fn holders(&self) -> BTreeMap<AddrSpec, Vec<NodeId>> {
+        let mut on: BTreeMap<AddrSpec, Vec<NodeId>> = BTreeMap::new();
+        for (name, n) in &self.nodes {
+            for a in &n.iface {
+                on.entry(a.clone()).or_default().push(name.clone());
+            }
+        }
+        on
     }
 }

@@ -73,7 +73,8 @@ fn a_partition_is_seen_by_both_sides_and_heals_with_merged_state() {
         let now = sim.now();
         sim.engine_mut("n1").add_address(now, spec(1)).unwrap();
         sim.engine_mut("n4").add_address(now, spec(2)).unwrap();
-        sim.engine_mut("n4").update_own(|r| r.admin = Admin::Up);
+        sim.engine_mut("n4")
+            .update_own(now, |r| r.admin = Admin::Up);
         sim.run_for(Duration::from_secs(2));
         assert!(!sim.converged_state());
         sim.heal();

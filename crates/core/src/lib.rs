@@ -11,6 +11,7 @@
 //! | [`node`] | node identity and the stable 64-bit FNV-1a hash used for tie-breaks |
 //! | [`addr`] | address specs `IFACE:IP[/PREFIX]`: parse, validate, print |
 //! | [`alloc`] | where every address goes: holder and standby per address |
+//! | [`failover`] | who is eligible (maturity, fail-static), standby takeovers, make-before-break hand-offs |
 //! | [`leader`] | who leads, terms, and which of two tables a node follows |
 //! | [`state`] | the replicated address list: a last-writer-wins map on a hybrid logical clock |
 //! | [`reconcile`] | what this node must do to its interfaces, as ordered [`reconcile::Action`]s |
@@ -19,6 +20,7 @@
 
 pub mod addr;
 pub mod alloc;
+pub mod failover;
 pub mod leader;
 pub mod node;
 pub mod reconcile;

@@ -46,6 +46,10 @@ pub struct NodeRecord {
     pub unhealthy: Vec<String>,
     /// Higher is preferred when a new leader is chosen.
     pub priority: u8,
+    /// Shutting down: hand my addresses off (not persisted; a restarted
+    /// agent is not leaving).
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 impl NodeRecord {
@@ -58,6 +62,7 @@ impl NodeRecord {
             admin: Admin::Down,
             unhealthy: Vec::new(),
             priority: 0,
+            leaving: false,
         }
     }
 
@@ -65,13 +70,14 @@ impl NodeRecord {
     /// different records claiming the same version, which a correct node
     /// never writes) the record's content, so that every replica still
     /// picks the same one.
-    fn rank(&self) -> (u64, u64, Admin, &[String], u8) {
+    fn rank(&self) -> (u64, u64, Admin, &[String], u8, bool) {
         (
             self.incarnation,
             self.version,
             self.admin,
             &self.unhealthy,
             self.priority,
+            self.leaving,
         )
     }
 }
@@ -175,6 +181,7 @@ impl Replica {
             nodes.extend_from_slice(&r.version.to_be_bytes());
             nodes.push(r.admin as u8);
             nodes.push(r.priority);
+            nodes.push(u8::from(r.leaving));
             for u in &r.unhealthy {
                 nodes.extend_from_slice(u.as_bytes());
                 nodes.push(0);

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::leader::TableMeta;
 use crate::replica::{Item, Replica, ReplicaDigest, Table};
-use crate::{AddrSpec, Allocation, Placement};
+use crate::{AddrSpec, Allocation, NodeId, Placement};
 
 /// The largest plaintext a packet may have: the sealed datagram limit (1400
 /// bytes) minus the seal's overhead (67 bytes).
@@ -47,6 +47,18 @@ pub enum Packet {
         parts: u32,
         placements: Vec<(AddrSpec, Placement)>,
     },
+    /// A holder to its standbys, every heartbeat interval: "I am alive".
+    Heartbeat { from: NodeId, incarnation: u64 },
+    /// A standby to everyone: "`holder` was unheard, so I (`by`) took the
+    /// addresses it held with me as standby in table `table`."
+    Takeover {
+        holder: NodeId,
+        by: NodeId,
+        table: TableMeta,
+    },
+    /// A receiver to the giver and the leader: "I installed and announced
+    /// these addresses; you may let them go."
+    HandoffDone { by: NodeId, specs: Vec<AddrSpec> },
 }
 
 /// Why a packet could not be decoded. The packet is dropped and counted.
@@ -222,7 +234,6 @@ impl TableAssembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::NodeId;
     use crate::leader::Term;
     use crate::replica::NodeRecord;
     use crate::state::{Hlc, Stamp};

@@ -1,0 +1,246 @@
+//! The engine's duties beyond membership: leading (eligibility, allocation,
+//! publishing tables), the standby fast path (heartbeats and takeovers) and
+//! make-before-break hand-offs. Pure state and rules; the engine calls in
+//! with `now` and sends what comes out.
+//!
+//! ## Standby fast path
+//! SWIM needs a few hundred milliseconds to declare a node dead. So, as VRRP
+//! and BFD do, every node also sends a tiny sealed heartbeat to every live
+//! member every `heartbeat_interval`. A standby that has heard a holder
+//! before and then hears nothing for `heartbeat_timeout` takes over, at once,
+//! the addresses that holder held with it as standby, and tells everyone
+//! ([`Packet::Takeover`]). Because the standby is defined as where
+//! [`fechter_core::allocate`] puts an address when its holder fails, the
+//! leader's next table agrees; the leader also keeps the unheard holder
+//! ineligible for a quarantine period. A holder that learns its addresses
+//! were taken (it was alive but unheard) releases them at once.
+//! Heartbeats go to all live members rather than only to standbys so that a
+//! standby never mistakes a holder that runs on an older table for a dead
+//! one; this costs n·(n−1) small datagrams per interval and suits the
+//! clusters of a few to a few dozen machines this tool is for.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use fechter_core::failover::{self, Eligibility, NodeView};
+use fechter_core::leader::{self, Candidate, TableMeta};
+use fechter_core::replica::{Admin, Replica, Table};
+use fechter_core::{AddrSpec, Allocation, NodeId};
+
+/// Timings of the duties.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DutyTimings {
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub maturity: Duration,
+    pub quarantine: Duration,
+    pub lead_grace: Duration,
+}
+
+/// Duty state of one node.
+#[derive(Debug, Default)]
+pub struct Duty {
+    /// `(holder, standby)`: the standby took the holder's addresses.
+    pub takeovers: BTreeSet<(NodeId, NodeId)>,
+    /// When each peer's last heartbeat arrived.
+    pub last_heard: BTreeMap<NodeId, Instant>,
+    /// Leader: when a standby last reported taking a holder's addresses.
+    pub suspected: BTreeMap<NodeId, Instant>,
+    /// Leader: since when each node is continuously alive, up and healthy.
+    pub candidate_since: BTreeMap<NodeId, Instant>,
+    /// Addresses whose receiver confirmed a hand-off.
+    pub handoff_done: BTreeSet<AddrSpec>,
+    /// Hand-offs this node already confirmed (not to resend every time).
+    pub confirmed: BTreeSet<AddrSpec>,
+    /// The allocation this node acts on: the table with takeovers and
+    /// confirmed hand-offs applied.
+    pub effective: Allocation,
+    /// The last eligibility the leader computed (for status).
+    pub eligibility: Eligibility,
+    /// Who this node recognises as leader.
+    pub leader: Option<NodeId>,
+}
+
+impl Duty {
+    /// Recomputes the allocation this node acts on. Returns whether it changed.
+    pub fn refresh_effective(&mut self, replica: &Replica) -> bool {
+        let table = replica.table.as_ref().map(|t| &t.allocation);
+        // Takeovers that the table no longer needs (the leader caught up, or
+        // moved the addresses elsewhere) are dropped.
+        if let Some(t) = table {
+            self.takeovers.retain(|(h, s)| {
+                t.placements
+                    .values()
+                    .any(|p| &p.holder == h && p.standby.as_ref() == Some(s))
+            });
+            self.handoff_done.retain(|spec| {
+                t.placements
+                    .get(spec)
+                    .is_some_and(|p| p.handoff_from.is_some())
+            });
+            self.confirmed.retain(|spec| {
+                t.placements
+                    .get(spec)
+                    .is_some_and(|p| p.handoff_from.is_some())
+            });
+        }
+        let mut eff = table.map_or_else(Allocation::default, |t| {
+            failover::apply_takeovers(t, &self.takeovers)
+        });
+        for spec in &self.handoff_done {
+            if let Some(p) = eff.placements.get_mut(spec) {
+                p.handoff_from = None;
+            }
+        }
+        let changed = eff != self.effective;
+        self.effective = eff;
+        changed
+    }
+
+    /// Holders this node (as standby) has heard and now finds silent: it
+    /// takes their addresses. Returns the new takeovers.
+    pub fn check_holders(
+        &mut self,
+        me: &NodeId,
+        table: Option<&Table>,
+        now: Instant,
+        timeout: Duration,
+    ) -> Vec<NodeId> {
+        let Some(t) = table else {
+            return Vec::new();
+        };
+        let watched: BTreeSet<&NodeId> = t
+            .allocation
+            .placements
+            .values()
+            .filter(|p| p.standby.as_ref() == Some(me) && &p.holder != me)
+            .map(|p| &p.holder)
+            .collect();
+        let mut new = Vec::new();
+        for h in watched {
+            let silent = self
+                .last_heard
+                .get(h)
+                .is_some_and(|heard| now.saturating_duration_since(*heard) > timeout);
+            if silent && self.takeovers.insert((h.clone(), me.clone())) {
+                new.push(h.clone());
+            }
+        }
+        new
+    }
+
+    /// Records a takeover reported by `by` against table `meta`.
+    pub fn takeover_reported(
+        &mut self,
+        holder: NodeId,
+        by: NodeId,
+        meta: &TableMeta,
+        table: Option<&Table>,
+        now: Instant,
+    ) {
+        if table.is_some_and(|t| &t.meta == meta) {
+            self.takeovers.insert((holder.clone(), by));
+        }
+        self.suspected.insert(holder, now);
+    }
+}
+
+/// What the leader decides on one evaluation.
+pub struct LeaderDecision {
+    /// A new table to publish, if the allocation or the leader changed.
+    pub publish: Option<Table>,
+}
+
+/// Input of a leader evaluation.
+pub struct LeaderInput<'a> {
+    pub me: &'a NodeId,
+    pub replica: &'a Replica,
+    /// Live peers (not including me).
+    pub alive: &'a BTreeSet<NodeId>,
+    /// Whether this node may lead now (synced, not leaving).
+    pub i_can_lead: bool,
+    pub now: Instant,
+    pub timings: &'a DutyTimings,
+    /// Something besides eligibility changed (addresses, table, hand-offs):
+    /// recompute even if eligibility did not change.
+    pub force: bool,
+}
+
+impl Duty {
+    /// Elects, and if this node leads, computes the allocation and decides
+    /// whether to publish.
+    pub fn lead(&mut self, input: LeaderInput<'_>) -> LeaderDecision {
+        let LeaderInput {
+            me,
+            replica,
+            alive,
+            i_can_lead,
+            now,
+            timings,
+            force,
+        } = input;
+        let is_alive = |id: &NodeId| id == me || alive.contains(id);
+        let view: Vec<Candidate> = replica
+            .nodes
+            .values()
+            .map(|r| Candidate {
+                id: r.id.clone(),
+                alive: is_alive(&r.id),
+                can_lead: if &r.id == me { i_can_lead } else { !r.leaving },
+                priority: r.priority,
+            })
+            .collect();
+        let tables: Vec<&TableMeta> = replica.table.iter().map(|t| &t.meta).collect();
+        self.leader = leader::recognised_leader(&view, tables);
+
+        // Maturity, as this node observes it.
+        for r in replica.nodes.values() {
+            let candidate =
+                is_alive(&r.id) && r.admin == Admin::Up && r.unhealthy.is_empty() && !r.leaving;
+            if candidate {
+                self.candidate_since.entry(r.id.clone()).or_insert(now);
+            } else {
+                self.candidate_since.remove(&r.id);
+            }
+        }
+        self.suspected
+            .retain(|_, at| now.saturating_duration_since(*at) < timings.quarantine);
+
+        let previous = self.effective.clone();
+        let views: Vec<NodeView<'_>> = replica
+            .nodes
+            .values()
+            .map(|r| NodeView {
+                record: r,
+                alive: is_alive(&r.id),
+                mature: self
+                    .candidate_since
+                    .get(&r.id)
+                    .is_some_and(|t| now.saturating_duration_since(*t) >= timings.maturity),
+                suspected: self.suspected.contains_key(&r.id),
+            })
+            .collect();
+        let eligibility = failover::eligibility(&views, &previous);
+        let same = eligibility == self.eligibility;
+        self.eligibility = eligibility;
+        if self.leader.as_ref() != Some(me) || (same && !force) {
+            return LeaderDecision { publish: None };
+        }
+        let assignable = replica.addresses.assignable();
+        let next = fechter_core::allocate(&assignable, &self.eligibility.eligible, &previous);
+        let next = failover::mark_handoffs(&previous, next, is_alive, &self.handoff_done);
+        let current = replica.table.as_ref();
+        let unchanged = current.is_some_and(|t| t.meta.leader == *me && t.allocation == next);
+        if unchanged {
+            return LeaderDecision { publish: None };
+        }
+        let own = current.filter(|t| t.meta.leader == *me).map(|t| &t.meta);
+        let meta = leader::next_meta(me, current.map(|t| &t.meta), own);
+        LeaderDecision {
+            publish: Some(Table {
+                meta,
+                allocation: next,
+            }),
+        }
+    }
+}

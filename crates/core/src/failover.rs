@@ -1,0 +1,312 @@
+//! Who may hold addresses, and how a table is adjusted between the leader's
+//! publications: eligibility (with maturity and fail-static), standby
+//! takeovers, and make-before-break hand-offs.
+//!
+//! All pure: the engine feeds in what it observed (liveness, records,
+//! timestamps turned into booleans) and gets decisions back.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::replica::{Admin, NodeRecord};
+use crate::{AddrSpec, Allocation, NodeId};
+
+/// What the leader knows about one node when it decides eligibility.
+#[derive(Debug, Clone)]
+pub struct NodeView<'a> {
+    pub record: &'a NodeRecord,
+    /// Alive per membership (SWIM), or this node itself.
+    pub alive: bool,
+    /// Up, healthy and alive without interruption for the maturity period.
+    pub mature: bool,
+    /// A standby took its addresses recently (it was unheard): kept out
+    /// until the quarantine ends.
+    pub suspected: bool,
+}
+
+/// The result of [`eligibility`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eligibility {
+    /// The nodes that may hold addresses (the input of [`crate::allocate`]).
+    pub eligible: Vec<NodeId>,
+    /// No up node is healthy: addresses stay where they are rather than
+    /// vanish (the unhealthy up nodes are used as they are).
+    pub fail_static: bool,
+    /// Why each other known node is not eligible.
+    pub why_not: BTreeMap<NodeId, Vec<String>>,
+}
+
+/// Decides which nodes may hold addresses.
+///
+/// A node is eligible when it is alive, admin up, not leaving, not
+/// suspected, healthy, and either mature or already holding an address in
+/// `previous` (a node that serves now is not made to wait, e.g. after a
+/// leader change). If no alive, up node is healthy, the cluster is
+/// *fail-static*: the unhealthy up nodes stay eligible so that addresses stay
+/// where they are instead of vanishing.
+pub fn eligibility(nodes: &[NodeView<'_>], previous: &Allocation) -> Eligibility {
+    let holds: BTreeSet<&NodeId> = previous.placements.values().map(|p| &p.holder).collect();
+    let mut why_not: BTreeMap<NodeId, Vec<String>> = BTreeMap::new();
+    let mut candidates = Vec::new();
+    for v in nodes {
+        let id = &v.record.id;
+        let mut why = Vec::new();
+        if !v.alive {
+            why.push("dead".to_string());
+        }
+        if v.record.admin == Admin::Down {
+            why.push("down".to_string());
+        }
+        if v.record.leaving {
+            why.push("leaving".to_string());
+        }
+        if v.suspected {
+            why.push("unheard by its standby".to_string());
+        }
+        if why.is_empty() {
+            candidates.push(v);
+        } else {
+            why_not.insert(id.clone(), why);
+        }
+    }
+    let ready = |v: &&NodeView<'_>| v.mature || holds.contains(&v.record.id);
+    let healthy: Vec<&&NodeView<'_>> = candidates
+        .iter()
+        .filter(|v| v.record.unhealthy.is_empty())
+        .collect();
+    let fail_static = healthy.is_empty() && !candidates.is_empty();
+    let mut eligible = Vec::new();
+    for v in &candidates {
+        let id = &v.record.id;
+        let mut why = Vec::new();
+        if !fail_static {
+            why.extend(v.record.unhealthy.iter().cloned());
+        }
+        if why.is_empty() && !ready(v) {
+            why.push("maturing".to_string());
+        }
+        if why.is_empty() {
+            eligible.push(id.clone());
+        } else {
+            why_not.insert(id.clone(), why);
+        }
+    }
+    eligible.sort();
+    Eligibility {
+        eligible,
+        fail_static,
+        why_not,
+    }
+}
+
+/// Applies standby takeovers to a table: for every `(holder, standby)` in
+/// `taken`, the addresses that `holder` holds with `standby` as standby are
+/// held by `standby` instead. This is exactly what [`crate::allocate`] gives
+/// when `holder` fails (see its standby rule), so the leader's next table
+/// agrees with it.
+pub fn apply_takeovers(alloc: &Allocation, taken: &BTreeSet<(NodeId, NodeId)>) -> Allocation {
+    if taken.is_empty() {
+        return alloc.clone();
+    }
+    let mut out = alloc.clone();
+    for p in out.placements.values_mut() {
+        if let Some(s) = &p.standby
+            && taken.contains(&(p.holder.clone(), s.clone()))
+        {
+            p.holder = s.clone();
+            p.standby = None;
+            p.handoff_from = None;
+        }
+    }
+    out
+}
+
+/// Marks planned moves for make-before-break: an address whose holder
+/// changes from a node that is still `alive` gets `handoff_from` = that node,
+/// which keeps it until the receiver confirmed. A pending hand-off in
+/// `previous` to the same receiver is kept while its giver is alive and not
+/// in `done` (confirmed).
+pub fn mark_handoffs(
+    previous: &Allocation,
+    mut next: Allocation,
+    alive: impl Fn(&NodeId) -> bool,
+    done: &BTreeSet<AddrSpec>,
+) -> Allocation {
+    for (spec, p) in next.placements.iter_mut() {
+        let Some(prev) = previous.placements.get(spec) else {
+            continue;
+        };
+        let giver = if prev.holder != p.holder {
+            Some(prev.holder.clone())
+        } else {
+            prev.handoff_from.clone()
+        };
+        p.handoff_from = giver.filter(|g| *g != p.holder && alive(g) && !done.contains(spec));
+    }
+    next
+}
+
+/// The hand-offs a node must confirm: addresses it holds in `alloc` with a
+/// giver waiting, which it has installed and announced (`installed`).
+pub fn handoffs_to_confirm<'a>(
+    me: &NodeId,
+    alloc: &'a Allocation,
+    installed: &BTreeSet<AddrSpec>,
+) -> BTreeMap<&'a NodeId, Vec<&'a AddrSpec>> {
+    let mut out: BTreeMap<&NodeId, Vec<&AddrSpec>> = BTreeMap::new();
+    for (spec, p) in &alloc.placements {
+        if p.holder == *me
+            && installed.contains(spec)
+            && let Some(g) = &p.handoff_from
+        {
+            out.entry(g).or_default().push(spec);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allocate;
+
+    fn rec(id: &str, up: bool, unhealthy: &[&str]) -> NodeRecord {
+        NodeRecord {
+            admin: if up { Admin::Up } else { Admin::Down },
+            unhealthy: unhealthy.iter().map(|s| s.to_string()).collect(),
+            ..NodeRecord::new(NodeId::new(id), 1)
+        }
+    }
+
+    fn view(r: &NodeRecord, alive: bool, mature: bool) -> NodeView<'_> {
+        NodeView {
+            record: r,
+            alive,
+            mature,
+            suspected: false,
+        }
+    }
+
+    fn spec(i: u8) -> AddrSpec {
+        format!("eth0:198.18.0.{i}/24").parse().unwrap()
+    }
+
+    #[test]
+    fn only_alive_up_healthy_mature_nodes_are_eligible() {
+        let a = rec("a", true, &[]);
+        let b = rec("b", false, &[]);
+        let c = rec("c", true, &["gateway"]);
+        let d = rec("d", true, &[]);
+        let e = rec("e", true, &[]);
+        let el = eligibility(
+            &[
+                view(&a, true, true),
+                view(&b, true, true),
+                view(&c, true, true),
+                view(&d, false, true),
+                view(&e, true, false),
+            ],
+            &Allocation::default(),
+        );
+        assert_eq!(el.eligible, vec![NodeId::new("a")]);
+        assert!(!el.fail_static);
+        assert_eq!(el.why_not[&NodeId::new("b")], vec!["down"]);
+        assert_eq!(el.why_not[&NodeId::new("c")], vec!["gateway"]);
+        assert_eq!(el.why_not[&NodeId::new("d")], vec!["dead"]);
+        assert_eq!(el.why_not[&NodeId::new("e")], vec!["maturing"]);
+    }
+
+    #[test]
+    fn a_node_already_holding_need_not_mature() {
+        let a = rec("a", true, &[]);
+        let prev = allocate(&[(0, spec(1))], &[NodeId::new("a")], &Allocation::default());
+        let el = eligibility(&[view(&a, true, false)], &prev);
+        assert_eq!(el.eligible, vec![NodeId::new("a")]);
+    }
+
+    #[test]
+    fn fail_static_when_no_up_node_is_healthy() {
+        let a = rec("a", true, &["gateway"]);
+        let b = rec("b", true, &["check web"]);
+        let c = rec("c", false, &[]);
+        let el = eligibility(
+            &[
+                view(&a, true, true),
+                view(&b, true, true),
+                view(&c, true, true),
+            ],
+            &Allocation::default(),
+        );
+        assert!(el.fail_static);
+        assert_eq!(el.eligible, vec![NodeId::new("a"), NodeId::new("b")]);
+    }
+
+    #[test]
+    fn takeovers_match_what_the_leader_computes_after_the_failure() {
+        let nodes: Vec<NodeId> = ["a", "b", "c"].iter().map(|n| NodeId::new(*n)).collect();
+        let addrs: Vec<(u32, AddrSpec)> = (0..7).map(|i| (i as u32, spec(10 + i))).collect();
+        let t = allocate(&addrs, &nodes, &Allocation::default());
+        for dead in &nodes {
+            // Every standby of the dead node's addresses takes over its share.
+            let taken: BTreeSet<(NodeId, NodeId)> = t
+                .placements
+                .values()
+                .filter(|p| &p.holder == dead)
+                .filter_map(|p| Some((dead.clone(), p.standby.clone()?)))
+                .collect();
+            let fast = apply_takeovers(&t, &taken);
+            let survivors: Vec<NodeId> = nodes.iter().filter(|n| *n != dead).cloned().collect();
+            let slow = allocate(&addrs, &survivors, &t);
+            for (s, p) in &slow.placements {
+                assert_eq!(fast.holder(s), Some(&p.holder), "{s} after {dead} died");
+            }
+        }
+    }
+
+    #[test]
+    fn planned_moves_are_make_before_break() {
+        let nodes: Vec<NodeId> = ["a", "b"].iter().map(|n| NodeId::new(*n)).collect();
+        let addrs: Vec<(u32, AddrSpec)> = (0..4).map(|i| (i as u32, spec(10 + i))).collect();
+        let before = allocate(&addrs, &nodes, &Allocation::default());
+        // `a` goes down (alive): its addresses move to b with a as giver.
+        let after = allocate(&addrs, &nodes[1..], &before);
+        let none = BTreeSet::new();
+        let marked = mark_handoffs(&before, after.clone(), |_| true, &none);
+        for (s, p) in &marked.placements {
+            let was = before.holder(s).unwrap();
+            if *was == nodes[0] {
+                assert_eq!(p.handoff_from.as_ref(), Some(&nodes[0]));
+            } else {
+                assert_eq!(p.handoff_from, None);
+            }
+        }
+        // A dead giver is not waited for.
+        let dead = mark_handoffs(&before, after.clone(), |n| *n != nodes[0], &none);
+        assert!(dead.placements.values().all(|p| p.handoff_from.is_none()));
+        // Confirmed hand-offs are dropped; pending ones are kept on republish.
+        let done: BTreeSet<AddrSpec> = marked
+            .placements
+            .iter()
+            .filter(|(_, p)| p.handoff_from.is_some())
+            .map(|(s, _)| s.clone())
+            .take(1)
+            .collect();
+        let again = mark_handoffs(&marked, after, |_| true, &done);
+        let pending = again
+            .placements
+            .values()
+            .filter(|p| p.handoff_from.is_some())
+            .count();
+        let was_pending = marked
+            .placements
+            .values()
+            .filter(|p| p.handoff_from.is_some())
+            .count();
+        assert_eq!(pending, was_pending - 1);
+        // The receiver confirms what it installed, to the giver.
+        let installed: BTreeSet<AddrSpec> = again.placements.keys().cloned().collect();
+        let confirm = handoffs_to_confirm(&nodes[1], &again, &installed);
+        assert_eq!(confirm.get(&nodes[0]).map_or(0, |v| v.len()), pending);
+    }
+}
