@@ -109,13 +109,7 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
             return Err("no cluster key: create one with `fechter keygen /etc/fechter/cluster.key`, copy it to every node, and start the agent with --key-file /etc/fechter/cluster.key (or give --insecure for a throw-away test cluster)".into());
         }
     };
-    let settings = Settings {
-        node_id,
-        seeds: args.attach.clone(),
-        data_dir: args.data_dir.clone(),
-        key,
-        timings: Default::default(),
-    };
+    let settings = Settings::new(node_id, args.attach.clone(), args.data_dir.clone(), key);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -128,7 +122,13 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let control_path = args.socket.path.clone();
         tokio::spawn(server::serve(listener, tx));
-        let result = agent::run(settings, socket, SystemClock, rx, shutdown_signal()).await;
+        let platform = agent::linux::LinuxPlatform::new(
+            settings.lease,
+            fechter_linux::burst_schedule(&Default::default()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let result = agent::run(settings, socket, SystemClock, platform, rx, shutdown_signal()).await;
         let _ = std::fs::remove_file(&control_path);
         result.map_err(|e| e.to_string())
     })

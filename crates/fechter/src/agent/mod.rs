@@ -4,15 +4,19 @@
 //! datagrams, opens them ([`Opener`]: wrong key, tampering and replays are
 //! dropped and counted here) and hands the plaintext to the engine; it seals
 //! and sends what the engine wants sent; it sleeps until the engine's next
-//! deadline; it answers control requests; it persists the address list and
-//! this node's admin status. The loop is generic over the socket and the wall
-//! clock so that the same code runs on turmoil's simulated network.
+//! deadline; it answers control requests; it reconciles the machine's
+//! interfaces with the allocation through a [`Platform`]; it persists the
+//! address list, this node's admin status and the addresses it installed.
+//! The loop is generic over the socket, the clock and the platform, so the
+//! same code runs on turmoil's simulated network with a recording platform.
 
+pub mod linux;
 pub mod net;
+pub mod platform;
 pub mod server;
 pub mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -20,10 +24,12 @@ use std::time::{Duration, Instant};
 use fechter_cluster::engine::{Engine, EngineConfig, Event, Id, Now, Timings};
 use fechter_cluster::persist::{DataDir, PersistError};
 use fechter_cluster::seal::{MAX_PAYLOAD_LEN, Opener, Sealer};
-use fechter_core::NodeId;
+use fechter_core::reconcile::{Action, LocalView, installed_after, plan};
 use fechter_core::replica::{Admin, NodeRecord, Replica};
 use fechter_core::state::{AddError, AddressState, RemoveError};
+use fechter_core::{AddrSpec, NodeId};
 use net::{Datagram, WallClock};
+use platform::{Platform, PlatformEvent};
 use store::Persisted;
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,6 +45,29 @@ pub struct Settings {
     /// The 32-byte cluster key (all zeros with `--insecure`).
     pub key: [u8; 32],
     pub timings: Timings,
+    /// Kernel lease of an installed address: the kernel removes it by itself
+    /// this long after the last renewal (a dead agent leaves nothing behind).
+    pub lease: Duration,
+    /// How often held addresses are renewed (well within the lease).
+    pub renew_every: Duration,
+    /// On SIGTERM, how long to wait for the addresses to be handed off.
+    pub drain_timeout: Duration,
+}
+
+impl Settings {
+    /// Settings with the documented defaults.
+    pub fn new(node_id: NodeId, seeds: Vec<SocketAddr>, data_dir: PathBuf, key: [u8; 32]) -> Self {
+        Settings {
+            node_id,
+            seeds,
+            data_dir,
+            key,
+            timings: Timings::default(),
+            lease: Duration::from_secs(2),
+            renew_every: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// A control request with the channel its answer goes back on.
@@ -57,21 +86,29 @@ pub enum AgentError {
 /// (local commands are written before they are acknowledged).
 const PERSIST_DELAY: Duration = Duration::from_millis(100);
 
-/// Runs the agent until `shutdown` completes. Leaves the cluster gracefully
-/// on shutdown.
-pub async fn run<S: Datagram, C: WallClock>(
+/// The file recording the addresses this node installed.
+const INSTALLED_FILE: &str = "installed.json";
+
+fn mono() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Runs the agent until `shutdown` completes, then hands its addresses off
+/// (bounded by `drain_timeout`), removes what is left and leaves the cluster.
+pub async fn run<S: Datagram, C: WallClock, P: Platform>(
     settings: Settings,
     socket: S,
     clock: C,
+    mut platform: P,
     mut control: mpsc::Receiver<ControlCall>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let dir = DataDir::open(&settings.data_dir)?;
     let mut saved = store::load(&dir)?;
+    let installed: BTreeSet<AddrSpec> = dir.load_json(INSTALLED_FILE)?.unwrap_or_default();
     let listen = socket.local_addr().map_err(AgentError::Net)?;
-    let wall = clock.wall_ms();
     // A new incarnation on every start, higher than any before.
-    saved.incarnation = (saved.incarnation + 1).max(wall);
+    saved.incarnation = (saved.incarnation + 1).max(clock.wall_ms());
     store::save(&dir, &saved)?;
 
     let mut replica = Replica {
@@ -85,20 +122,19 @@ pub async fn run<S: Datagram, C: WallClock>(
             ..NodeRecord::new(settings.node_id.clone(), saved.incarnation)
         },
     );
-    let me = Id {
-        node: settings.node_id.clone(),
-        addr: listen,
-        incarnation: saved.incarnation,
-        bump: 0,
-    };
     let cfg = EngineConfig {
-        me,
+        me: Id {
+            node: settings.node_id.clone(),
+            addr: listen,
+            incarnation: saved.incarnation,
+            bump: 0,
+        },
         seeds: settings.seeds.clone(),
         timings: settings.timings.clone(),
         max_packet: MAX_PAYLOAD_LEN,
     };
     let now = |clock: &C| Now {
-        at: tokio::time::Instant::now().into_std(),
+        at: mono(),
         wall_ms: clock.wall_ms(),
     };
     let seed = rng_seed(&settings.node_id, saved.incarnation);
@@ -109,49 +145,108 @@ pub async fn run<S: Datagram, C: WallClock>(
         dir,
         saved,
         save_due: None,
+        installed,
+        announced: BTreeSet::new(),
+        link_trouble: Vec::new(),
     };
     tracing::info!(node = %settings.node_id, %listen, incarnation = shell.saved.incarnation, "agent started");
 
+    let mut machine = platform.events();
     let mut buf = vec![0u8; 2048];
+    let mut reconcile_due = true;
+    let mut links_due = true;
+    let mut next_renew = mono() + settings.renew_every;
+    let mut draining: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
+        if links_due {
+            links_due = false;
+            shell.check_links(&mut platform, now(&clock)).await;
+        }
+        if reconcile_due {
+            reconcile_due = false;
+            shell.reconcile(&mut platform, now(&clock)).await?;
+        }
         shell.flush(&socket).await;
-        let deadline = [shell.engine.poll_timeout(), shell.save_due]
-            .into_iter()
-            .flatten()
-            .min();
+        if let Some(deadline) = draining
+            && (shell.drained() || mono() >= deadline)
+        {
+            break;
+        }
+        let deadline = [
+            shell.engine.poll_timeout(),
+            shell.save_due,
+            Some(next_renew),
+            draining,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
                 None => std::future::pending().await,
             }
         };
+        let machine_event = async {
+            match machine.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
-                Ok((n, from)) => {
-                    match shell.opener.open(&buf[..n]) {
-                        Ok(opened) => shell.engine.handle_datagram(now(&clock), from, &opened.payload),
-                        Err(reason) => tracing::debug!(%from, ?reason, "dropped a cluster datagram"),
-                    }
-                }
+                Ok((n, from)) => match shell.opener.open(&buf[..n]) {
+                    Ok(opened) => shell.engine.handle_datagram(now(&clock), from, &opened.payload),
+                    Err(reason) => tracing::debug!(%from, ?reason, "dropped a cluster datagram"),
+                },
                 // ICMP errors surface here on Linux (peer port closed): not fatal.
                 Err(e) => tracing::debug!("recv: {e}"),
             },
             () = sleep => {
                 shell.engine.handle_timeout(now(&clock));
-                if shell.save_due.is_some_and(|d| d <= Instant::now()) {
+                let t = mono();
+                if shell.save_due.is_some_and(|d| d <= t) {
                     shell.persist()?;
+                }
+                if next_renew <= t {
+                    next_renew = t + settings.renew_every;
+                    reconcile_due = true;
+                    links_due = true;
                 }
             }
             Some((req, reply)) = control.recv() => {
                 let resp = shell.handle_request(now(&clock), req);
                 let _ = reply.send(resp);
+                links_due = true;
             }
-            () = &mut shutdown => break,
+            ev = machine_event => match ev {
+                Some(PlatformEvent::AddressRemoved(a)) => {
+                    if shell.installed.contains(&a) {
+                        tracing::warn!(address = %a, "an address this node holds was removed behind its back; putting it back");
+                        shell.announced.remove(&a);
+                        reconcile_due = true;
+                    }
+                }
+                Some(PlatformEvent::Link { iface, usable }) => {
+                    tracing::info!(%iface, usable, "link changed");
+                    links_due = true;
+                    reconcile_due = true;
+                }
+                Some(PlatformEvent::Resync) => reconcile_due = true,
+                None => machine = None,
+            },
+            () = &mut shutdown, if draining.is_none() => {
+                tracing::info!("shutting down: handing addresses off first");
+                draining = Some(mono() + settings.drain_timeout);
+                shell.engine.update_own(now(&clock), |r| r.leaving = true);
+            }
         }
-        shell.drain_events();
+        reconcile_due |= shell.drain_events();
     }
-    tracing::info!("shutting down: leaving the cluster");
+    // Whatever is left (timeout, or nobody to hand to) is removed now.
+    shell.release_all(&mut platform).await?;
+    tracing::info!("leaving the cluster");
     shell.engine.leave(now(&clock));
     shell.flush(&socket).await;
     shell.persist()?;
@@ -171,6 +266,12 @@ struct Shell {
     dir: DataDir,
     saved: Persisted,
     save_due: Option<Instant>,
+    /// Addresses this node installed (persisted, written ahead).
+    installed: BTreeSet<AddrSpec>,
+    /// Addresses announced since this process started holding them.
+    announced: BTreeSet<AddrSpec>,
+    /// Why this machine's links make it unfit (empty: fine).
+    link_trouble: Vec<String>,
 }
 
 impl Shell {
@@ -187,7 +288,10 @@ impl Shell {
         }
     }
 
-    fn drain_events(&mut self) {
+    /// Logs events and schedules persistence; returns whether the
+    /// allocation this node acts on changed.
+    fn drain_events(&mut self) -> bool {
+        let mut realloc = false;
         while let Some(ev) = self.engine.poll_event() {
             match ev {
                 Event::MemberUp(id) => {
@@ -196,12 +300,158 @@ impl Shell {
                 Event::MemberDown(id) => tracing::warn!(member = %id.node, "member down"),
                 Event::Joined => tracing::info!("joined the cluster"),
                 Event::Isolated => tracing::warn!("no live peer: isolated"),
+                Event::LeaderChanged(l) => {
+                    tracing::info!(leader = l.as_ref().map(NodeId::as_str), "leader")
+                }
+                Event::TookOver { holder } => {
+                    tracing::warn!(%holder, "holder unheard: took over its addresses")
+                }
+                Event::Published(meta) => {
+                    tracing::debug!(
+                        term = meta.term.0,
+                        version = meta.version,
+                        "published a table"
+                    )
+                }
+                Event::AllocationChanged => realloc = true,
                 Event::StateChanged => {
                     if self.save_due.is_none() && self.wanted() != self.saved {
-                        self.save_due = Some(Instant::now() + PERSIST_DELAY);
+                        self.save_due = Some(mono() + PERSIST_DELAY);
                     }
                 }
             }
+        }
+        realloc
+    }
+
+    /// Whether this node holds nothing any more (after a drain request), or
+    /// nobody else can take what it holds.
+    fn drained(&self) -> bool {
+        let me = &self.engine.id().node;
+        let holds = self
+            .engine
+            .allocation()
+            .placements
+            .values()
+            .any(|p| p.holder == *me || p.handoff_from.as_ref() == Some(me));
+        !holds || self.engine.eligibility().eligible.is_empty()
+    }
+
+    /// Brings the interfaces in line with the allocation.
+    async fn reconcile<P: Platform>(
+        &mut self,
+        platform: &mut P,
+        now: Now,
+    ) -> Result<(), PersistError> {
+        let me = self.engine.id().node.clone();
+        let observed = match platform.observe().await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!("cannot read the interfaces' addresses: {e}");
+                return Ok(());
+            }
+        };
+        let alloc = self.engine.allocation().clone();
+        let view = LocalView {
+            observed,
+            installed: self.installed.clone(),
+        };
+        let mut actions = plan(&me, &alloc, &view);
+        // A holder announces an address it keeps but has not announced since
+        // it (again) became its holder: after a restart, or when a hand-off
+        // to another node was undone.
+        let holding: BTreeSet<&AddrSpec> = alloc
+            .placements
+            .iter()
+            .filter(|(_, p)| p.holder == me)
+            .map(|(s, _)| s)
+            .collect();
+        self.announced.retain(|a| holding.contains(a));
+        let extra: Vec<Action> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Renew(s) if holding.contains(s) && !self.announced.contains(s) => {
+                    Some(Action::Announce(s.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        actions.extend(extra);
+        // Write ahead: an address is recorded before it is installed, so a
+        // crash in between never leaves an address this node forgets.
+        let ahead: BTreeSet<AddrSpec> = self
+            .installed
+            .iter()
+            .cloned()
+            .chain(actions.iter().filter_map(|a| match a {
+                Action::Install(s) => Some(s.clone()),
+                _ => None,
+            }))
+            .collect();
+        if ahead != self.installed {
+            self.dir.save_json(INSTALLED_FILE, &ahead)?;
+        }
+        let mut done = Vec::new();
+        for a in &actions {
+            match platform.execute(a).await {
+                Ok(()) => {
+                    match a {
+                        Action::Install(s) | Action::Remove(s) => {
+                            tracing::info!(address = %s, "{}", if matches!(a, Action::Install(_)) { "acquired" } else { "released" })
+                        }
+                        Action::Announce(s) => {
+                            self.announced.insert(s.clone());
+                        }
+                        Action::Renew(_) => {}
+                    }
+                    done.push(a.clone());
+                }
+                Err(e) => tracing::warn!(action = %a, "failed: {e}"),
+            }
+        }
+        let installed = installed_after(&done, &self.installed);
+        if installed != self.installed || ahead != installed {
+            self.dir.save_json(INSTALLED_FILE, &installed)?;
+        }
+        self.installed = installed;
+        self.engine.confirm_installed(now, &self.installed);
+        Ok(())
+    }
+
+    /// Removes every address this node installed (shutdown).
+    async fn release_all<P: Platform>(&mut self, platform: &mut P) -> Result<(), PersistError> {
+        for a in std::mem::take(&mut self.installed) {
+            let act = Action::Remove(a.clone());
+            if let Err(e) = platform.execute(&act).await {
+                tracing::warn!(address = %a, "cannot remove: {e}");
+            } else {
+                tracing::info!(address = %a, "released");
+            }
+        }
+        self.dir.save_json(INSTALLED_FILE, &self.installed)
+    }
+
+    /// Marks this node unhealthy while an interface its addresses need is
+    /// missing, down or without carrier.
+    async fn check_links<P: Platform>(&mut self, platform: &mut P, now: Now) {
+        let ifaces: BTreeSet<String> = self
+            .engine
+            .replica()
+            .addresses
+            .assignable()
+            .into_iter()
+            .map(|(_, s)| s.iface)
+            .collect();
+        let trouble = platform.unusable(&ifaces).await;
+        if trouble != self.link_trouble {
+            let old = std::mem::replace(&mut self.link_trouble, trouble.clone());
+            if !trouble.is_empty() {
+                tracing::warn!(why = ?trouble, "this machine cannot hold addresses");
+            }
+            self.engine.update_own(now, |r| {
+                r.unhealthy.retain(|u| !old.contains(u));
+                r.unhealthy.extend(trouble);
+            });
         }
     }
 
@@ -230,18 +480,22 @@ impl Shell {
 
     fn handle_request(&mut self, now: Now, req: Request) -> Response {
         let result = match req {
-            Request::AddAddress { spec } => self.engine.add_address(now, spec.clone()).map_err(|e| match e {
-                AddError::AlreadyPresent { existing } if existing == spec => {
-                    format!("{spec} is already present; nothing changed")
-                }
-                AddError::AlreadyPresent { existing } => format!(
-                    "{} is already managed as {existing}; remove it first with `fechter remove-address {existing}`",
-                    spec.ip
-                ),
-                AddError::StaleStamp { .. } => format!(
-                    "{spec} was changed by another node at the same moment; try again"
-                ),
-            }),
+            Request::AddAddress { spec } => {
+                self.engine
+                    .add_address(now, spec.clone())
+                    .map_err(|e| match e {
+                        AddError::AlreadyPresent { existing } if existing == spec => {
+                            format!("{spec} is already present; nothing changed")
+                        }
+                        AddError::AlreadyPresent { existing } => format!(
+                            "{} is already managed as {existing}; remove it first with `fechter remove-address {existing}`",
+                            spec.ip
+                        ),
+                        AddError::StaleStamp { .. } => {
+                            format!("{spec} was changed by another node at the same moment; try again")
+                        }
+                    })
+            }
             Request::RemoveAddress { spec } => {
                 let existing = self.engine.replica().addresses.get(&spec.ip).cloned();
                 match existing {
@@ -249,22 +503,25 @@ impl Shell {
                         "{} is managed as {}; remove it by that name",
                         spec.ip, e.spec
                     )),
-                    _ => self.engine.remove_address(now, spec.ip).map_err(|e| match e {
-                        RemoveError::UnknownAddress { .. } => format!(
-                            "{spec} is not a managed address; `fechter status` lists them"
-                        ),
-                        RemoveError::StaleStamp { .. } => format!(
-                            "{spec} was changed by another node at the same moment; try again"
-                        ),
-                    }),
+                    _ => self
+                        .engine
+                        .remove_address(now, spec.ip)
+                        .map_err(|e| match e {
+                            RemoveError::UnknownAddress { .. } => format!(
+                                "{spec} is not a managed address; `fechter status` lists them"
+                            ),
+                            RemoveError::StaleStamp { .. } => format!(
+                                "{spec} was changed by another node at the same moment; try again"
+                            ),
+                        }),
                 }
             }
             Request::Up => {
-                self.engine.update_own(|r| r.admin = Admin::Up);
+                self.engine.update_own(now, |r| r.admin = Admin::Up);
                 Ok(())
             }
             Request::Down => {
-                self.engine.update_own(|r| r.admin = Admin::Down);
+                self.engine.update_own(now, |r| r.admin = Admin::Down);
                 Ok(())
             }
             Request::Status => {
@@ -289,34 +546,28 @@ impl Shell {
         let r = self.engine.replica();
         let me = &self.engine.id().node;
         let alive = |id: &NodeId| id == me || self.engine.members().contains_key(id);
+        let el = self.engine.eligibility();
         let members = r
             .nodes
             .values()
-            .map(|n| {
-                let mut ineligible = Vec::new();
-                if n.admin == Admin::Down {
-                    ineligible.push("down".to_string());
+            .map(|n| MemberStatus {
+                id: n.id.to_string(),
+                liveness: if alive(&n.id) { "alive" } else { "dead" }.into(),
+                admin: match n.admin {
+                    Admin::Up => "up",
+                    Admin::Down => "down",
                 }
-                ineligible.extend(n.unhealthy.iter().cloned());
-                MemberStatus {
-                    id: n.id.to_string(),
-                    liveness: if alive(&n.id) { "alive" } else { "dead" }.into(),
-                    admin: match n.admin {
-                        Admin::Up => "up",
-                        Admin::Down => "down",
-                    }
-                    .into(),
-                    ineligible,
-                }
+                .into(),
+                ineligible: el.why_not.get(&n.id).cloned().unwrap_or_default(),
             })
             .collect();
-        let table = r.table.as_ref();
+        let alloc = self.engine.allocation();
         let addresses = r
             .addresses
             .assignable()
             .into_iter()
             .map(|(_, spec)| {
-                let p = table.and_then(|t| t.allocation.placements.get(&spec));
+                let p = alloc.placements.get(&spec);
                 AddressStatus {
                     spec: spec.to_string(),
                     holder: p.map(|p| p.holder.to_string()),
@@ -341,12 +592,18 @@ impl Shell {
                 dropped.insert(k.to_string(), v);
             }
         }
+        let mut notes = Vec::new();
+        if el.fail_static {
+            notes.push(
+                "fail-static: no up node is healthy, so addresses stay where they are".to_string(),
+            );
+        }
         StatusReport {
             node: me.to_string(),
-            leader: table.map(|t| t.meta.leader.to_string()),
+            leader: self.engine.leader().map(ToString::to_string),
             members,
             addresses,
-            notes: Vec::new(),
+            notes,
             dropped,
         }
     }

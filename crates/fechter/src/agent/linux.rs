@@ -1,0 +1,152 @@
+//! The real machine: addresses through netlink under a kernel lease, and
+//! takeover bursts of gratuitous ARP / unsolicited neighbour advertisements.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fechter_core::AddrSpec;
+use fechter_core::reconcile::Action;
+use fechter_linux::netlink::{NetEvent, Netlink, watch};
+use fechter_linux::{Announcer, PlatformError};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::platform::{Platform, PlatformEvent};
+
+/// Linux, in the network namespace of the thread that created it.
+pub struct LinuxPlatform {
+    nl: Netlink,
+    announcer: Arc<Announcer>,
+    lease: Duration,
+    burst: Vec<Duration>,
+    bursts: BTreeMap<AddrSpec, JoinHandle<()>>,
+    events: Option<mpsc::Receiver<PlatformEvent>>,
+    promoted: BTreeSet<String>,
+}
+
+impl LinuxPlatform {
+    /// Opens netlink and the packet socket and starts watching the links and
+    /// addresses. Fails with a clear message without CAP_NET_ADMIN / CAP_NET_RAW.
+    pub async fn new(
+        lease: Duration,
+        burst: Vec<Duration>,
+    ) -> Result<LinuxPlatform, PlatformError> {
+        fechter_linux::netlink::check_privileges()?;
+        let nl = Netlink::connect().await?;
+        let announcer = Arc::new(Announcer::new()?);
+        let mut raw = watch().await?;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            while let Some(ev) = raw.recv().await {
+                let ev = match ev {
+                    NetEvent::AddressRemoved { iface, ip, prefix } => {
+                        PlatformEvent::AddressRemoved(AddrSpec { iface, ip, prefix })
+                    }
+                    NetEvent::LinkChanged { iface, up, carrier } => PlatformEvent::Link {
+                        iface,
+                        usable: up && carrier,
+                    },
+                    NetEvent::LinkRemoved { iface } => PlatformEvent::Link {
+                        iface,
+                        usable: false,
+                    },
+                    NetEvent::Overrun => PlatformEvent::Resync,
+                    _ => continue,
+                };
+                if tx.send(ev).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(LinuxPlatform {
+            nl,
+            announcer,
+            lease,
+            burst,
+            bursts: BTreeMap::new(),
+            events: Some(rx),
+            promoted: BTreeSet::new(),
+        })
+    }
+
+    /// Linux deletes every secondary address of a subnet when its primary
+    /// goes, unless promote_secondaries is set: a floating address must never
+    /// take another with it.
+    fn promote_secondaries(&mut self, iface: &str) {
+        if self.promoted.insert(iface.to_owned()) {
+            let path = format!("/proc/sys/net/ipv4/conf/{iface}/promote_secondaries");
+            if let Err(e) = std::fs::write(&path, "1") {
+                tracing::warn!(%iface, "cannot set promote_secondaries ({e}); removing one address may remove others of its subnet");
+            }
+        }
+    }
+}
+
+impl Platform for LinuxPlatform {
+    async fn observe(&mut self) -> Result<BTreeSet<AddrSpec>, String> {
+        let list = self.nl.list().await.map_err(|e| e.to_string())?;
+        Ok(list.iter().map(|o| o.spec()).collect())
+    }
+
+    async fn execute(&mut self, action: &Action) -> Result<(), String> {
+        match action {
+            Action::Install(a) => {
+                if a.is_ipv4() {
+                    self.promote_secondaries(&a.iface);
+                }
+                self.nl.install(a, self.lease).await.map(drop)
+            }
+            Action::Renew(a) => self.nl.renew(a, self.lease).await.map(drop),
+            Action::Remove(a) => {
+                if let Some(b) = self.bursts.remove(a) {
+                    b.abort();
+                }
+                self.nl.remove(a).await.map(drop)
+            }
+            Action::Announce(a) => {
+                // The first announcement goes out now; the rest of the burst
+                // in the background (stopped if the address is released).
+                self.announcer
+                    .announce(&a.iface, a.ip)
+                    .map_err(|e| e.to_string())?;
+                let rest: Vec<Duration> = self
+                    .burst
+                    .iter()
+                    .copied()
+                    .filter(|d| !d.is_zero())
+                    .collect();
+                let ann = self.announcer.clone();
+                let (iface, ip) = (a.iface.clone(), a.ip);
+                let task = tokio::spawn(async move {
+                    if let Err(e) = ann.burst(&iface, ip, &rest).await {
+                        tracing::debug!(%iface, %ip, "announcement burst stopped: {e}");
+                    }
+                });
+                if let Some(old) = self.bursts.insert(a.clone(), task) {
+                    old.abort();
+                }
+                return Ok(());
+            }
+        }
+        .map_err(|e: PlatformError| e.to_string())
+    }
+
+    async fn unusable(&mut self, ifaces: &BTreeSet<String>) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in ifaces {
+            match self.nl.link(i).await {
+                Ok(l) if !l.up => out.push(format!("link {i} down")),
+                Ok(l) if !l.carrier => out.push(format!("no carrier on {i}")),
+                Ok(_) => {}
+                Err(PlatformError::InterfaceNotFound(_)) => out.push(format!("no interface {i}")),
+                Err(e) => out.push(format!("interface {i}: {e}")),
+            }
+        }
+        out
+    }
+
+    fn events(&mut self) -> Option<mpsc::Receiver<PlatformEvent>> {
+        self.events.take()
+    }
+}

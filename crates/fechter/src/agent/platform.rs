@@ -1,0 +1,119 @@
+//! What the agent needs from the machine: see and change the addresses on
+//! its interfaces, announce them, and hear when the machine changes them.
+//!
+//! The real implementation is [`crate::agent::linux::LinuxPlatform`]
+//! (netlink and raw packets); [`RecordingPlatform`] stands in for it in
+//! tests and simulations.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use fechter_core::AddrSpec;
+use fechter_core::reconcile::Action;
+use tokio::sync::mpsc;
+
+/// Something the machine did that the agent must react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformEvent {
+    /// An address disappeared (removed by another tool, or expired).
+    AddressRemoved(AddrSpec),
+    /// An interface lost its link or carrier, or came back.
+    Link { iface: String, usable: bool },
+    /// Notifications were lost: observe everything again.
+    Resync,
+}
+
+/// The machine's interfaces.
+pub trait Platform {
+    /// The addresses on this machine's interfaces now.
+    fn observe(&mut self) -> impl Future<Output = Result<BTreeSet<AddrSpec>, String>>;
+    /// Executes one action of a reconciliation plan. Removing an absent
+    /// address succeeds.
+    fn execute(&mut self, action: &Action) -> impl Future<Output = Result<(), String>>;
+    /// Interfaces named by addresses that this machine cannot use (missing,
+    /// down, no carrier), with the reason.
+    fn unusable(&mut self, ifaces: &BTreeSet<String>) -> impl Future<Output = Vec<String>>;
+    /// The stream of machine events (taken once).
+    fn events(&mut self) -> Option<mpsc::Receiver<PlatformEvent>>;
+}
+
+/// An in-memory machine: a set of addresses and a log of every action.
+/// Clones share state, so a test keeps one and gives one to the agent.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingPlatform {
+    pub state: Arc<Mutex<Recorded>>,
+    events: Arc<Mutex<Option<mpsc::Receiver<PlatformEvent>>>>,
+    sender: Option<mpsc::Sender<PlatformEvent>>,
+}
+
+/// What a [`RecordingPlatform`] holds.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    pub addresses: BTreeSet<AddrSpec>,
+    pub log: Vec<Action>,
+    /// Interfaces this machine lacks or that are down.
+    pub down_ifaces: BTreeSet<String>,
+}
+
+impl RecordingPlatform {
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::channel(64);
+        RecordingPlatform {
+            state: Arc::default(),
+            events: Arc::new(Mutex::new(Some(rx))),
+            sender: Some(tx),
+        }
+    }
+
+    /// Simulates the machine doing something behind the agent's back.
+    pub fn inject(&self, ev: PlatformEvent) {
+        if let Some(tx) = &self.sender {
+            let _ = tx.try_send(ev);
+        }
+    }
+
+    pub fn addresses(&self) -> BTreeSet<AddrSpec> {
+        self.state.lock().expect("lock").addresses.clone()
+    }
+
+    pub fn log(&self) -> Vec<Action> {
+        self.state.lock().expect("lock").log.clone()
+    }
+}
+
+impl Platform for RecordingPlatform {
+    async fn observe(&mut self) -> Result<BTreeSet<AddrSpec>, String> {
+        Ok(self.addresses())
+    }
+
+    async fn execute(&mut self, action: &Action) -> Result<(), String> {
+        let mut s = self.state.lock().expect("lock");
+        match action {
+            Action::Install(a) | Action::Renew(a) => {
+                if s.down_ifaces.contains(&a.iface) {
+                    return Err(format!("interface {} is not usable", a.iface));
+                }
+                s.addresses.insert(a.clone());
+            }
+            Action::Remove(a) => {
+                s.addresses.remove(a);
+            }
+            Action::Announce(_) => {}
+        }
+        s.log.push(action.clone());
+        Ok(())
+    }
+
+    async fn unusable(&mut self, ifaces: &BTreeSet<String>) -> Vec<String> {
+        let s = self.state.lock().expect("lock");
+        ifaces
+            .iter()
+            .filter(|i| s.down_ifaces.contains(*i))
+            .map(|i| format!("link {i}"))
+            .collect()
+    }
+
+    fn events(&mut self) -> Option<mpsc::Receiver<PlatformEvent>> {
+        self.events.lock().expect("lock").take()
+    }
+}
