@@ -60,6 +60,10 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Run a live three-node demo cluster in network namespaces on this
+    /// machine (needs root): add addresses, kill the holder of one, show the
+    /// failover a client saw; everything is removed at the end (also on Ctrl-C).
+    Demo(DemoArgs),
     /// Write a fresh random cluster key to PATH (mode 0600; never overwrites).
     ///
     /// Copy the same file to every node and start each agent with --key-file PATH.
@@ -104,8 +108,18 @@ pub struct AgentArgs {
     /// Run without a cluster key: cluster traffic is neither authenticated nor encrypted.
     #[arg(long)]
     pub insecure: bool,
+    /// Decide and log, but never touch the interfaces (no netlink, no packets).
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub socket: SocketArg,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many machines the demo cluster has.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=9))]
+    pub nodes: u8,
 }
 
 #[derive(Debug, Args)]

@@ -4,4 +4,5 @@
 pub mod agent;
 pub mod cli;
 pub mod control;
+pub mod demo;
 pub mod plan;

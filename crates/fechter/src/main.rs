@@ -43,6 +43,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Agent(args) => run_agent(args),
+        Command::Demo(args) => fechter::demo::run(&args),
         Command::AddAddress { spec, socket } => {
             expect_ok(control::call(&socket.path, &Request::AddAddress { spec }))
         }
@@ -122,13 +123,19 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let control_path = args.socket.path.clone();
         tokio::spawn(server::serve(listener, tx));
-        let platform = agent::linux::LinuxPlatform::new(
-            settings.lease,
-            fechter_linux::burst_schedule(&Default::default()),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let result = agent::run(settings, socket, SystemClock, platform, rx, shutdown_signal()).await;
+        let result = if args.dry_run {
+            tracing::warn!("--dry-run: interfaces are never changed; actions are only logged");
+            let platform = agent::platform::RecordingPlatform::new();
+            agent::run(settings, socket, SystemClock, platform, rx, shutdown_signal()).await
+        } else {
+            let platform = agent::linux::LinuxPlatform::new(
+                settings.lease,
+                fechter_linux::burst_schedule(&Default::default()),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            agent::run(settings, socket, SystemClock, platform, rx, shutdown_signal()).await
+        };
         let _ = std::fs::remove_file(&control_path);
         result.map_err(|e| e.to_string())
     })
