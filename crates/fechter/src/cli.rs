@@ -60,6 +60,14 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Show the cluster's members: liveness, admin status, eligibility.
+    Members {
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Run a live three-node demo cluster in network namespaces on this
     /// machine (needs root): add addresses, kill the holder of one, show the
     /// failover a client saw; everything is removed at the end (also on Ctrl-C).
@@ -89,19 +97,23 @@ pub struct SocketArg {
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
+    /// A TOML file with any of these settings (flags override it). Default:
+    /// /etc/fechter/fechter.toml when it exists.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// This node's id (default: the host name).
     #[arg(long)]
     pub node_id: Option<NodeId>,
     /// This node's cluster address, IP[:PORT] (default port 4573): the address
-    /// the other nodes reach it at (not 0.0.0.0).
+    /// the other nodes reach it at (not 0.0.0.0). Required here or in the file.
     #[arg(long, value_parser = parse_endpoint)]
-    pub listen: SocketAddr,
+    pub listen: Option<SocketAddr>,
     /// A member of an existing cluster to join, ADDR[:PORT] (repeatable).
     #[arg(long, value_parser = parse_endpoint)]
     pub attach: Vec<SocketAddr>,
-    /// Where the agent keeps its state.
-    #[arg(long, default_value = "/var/lib/fechter")]
-    pub data_dir: PathBuf,
+    /// Where the agent keeps its state (default /var/lib/fechter).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// The 32-byte cluster key (create one with `fechter keygen`).
     #[arg(long)]
     pub key_file: Option<PathBuf>,
@@ -111,8 +123,9 @@ pub struct AgentArgs {
     /// Decide and log, but never touch the interfaces (no netlink, no packets).
     #[arg(long)]
     pub dry_run: bool,
-    #[command(flatten)]
-    pub socket: SocketArg,
+    /// The control socket the CLI talks to (default /run/fechter/fechter.sock).
+    #[arg(long)]
+    pub control_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

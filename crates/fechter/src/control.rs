@@ -57,6 +57,28 @@ pub struct AddressStatus {
 }
 
 impl StatusReport {
+    /// The members table.
+    pub fn render_members(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "members (seen from {}; leader {}):",
+            self.node,
+            self.leader.as_deref().unwrap_or("none")
+        );
+        let w = self.members.iter().map(|m| m.id.len()).max().unwrap_or(0);
+        for m in &self.members {
+            let why = if m.ineligible.is_empty() {
+                "eligible".to_string()
+            } else {
+                format!("not eligible: {}", m.ineligible.join(", "))
+            };
+            let _ = writeln!(out, "  {:w$}  {:5}  {:4}  {why}", m.id, m.liveness, m.admin);
+        }
+        out
+    }
+
     /// The human form: the seed's `eth0:198.51.100.10 assigned to ws-2`
     /// lines, then the members.
     pub fn render(&self) -> String {
@@ -82,21 +104,8 @@ impl StatusReport {
         if self.addresses.is_empty() {
             out.push_str("no addresses (add one with `fechter add-address IFACE:IP/PREFIX`)\n");
         }
-        let _ = writeln!(
-            out,
-            "\nmembers (seen from {}; leader {}):",
-            self.node,
-            self.leader.as_deref().unwrap_or("none")
-        );
-        let w = self.members.iter().map(|m| m.id.len()).max().unwrap_or(0);
-        for m in &self.members {
-            let why = if m.ineligible.is_empty() {
-                "eligible".to_string()
-            } else {
-                format!("not eligible: {}", m.ineligible.join(", "))
-            };
-            let _ = writeln!(out, "  {:w$}  {:5}  {:4}  {why}", m.id, m.liveness, m.admin);
-        }
+        out.push('\n');
+        out.push_str(&self.render_members());
         for n in &self.notes {
             let _ = writeln!(out, "note: {n}");
         }

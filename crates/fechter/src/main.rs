@@ -54,24 +54,40 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Up { socket } => expect_ok(control::call(&socket.path, &Request::Up)),
         Command::Down { socket } => expect_ok(control::call(&socket.path, &Request::Down)),
         Command::Status { json, socket } => {
-            match control::call(&socket.path, &Request::Status).map_err(|e| e.to_string())? {
-                Response::Ok { body } if json => {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&body).expect("serializes")
-                    );
-                    Ok(())
-                }
-                Response::Ok { body } => {
-                    let report: StatusReport = serde_json::from_value(body).map_err(|e| {
-                        format!("the agent's status is unreadable ({e}); are the CLI and agent the same version?")
-                    })?;
-                    print!("{}", report.render());
-                    Ok(())
-                }
-                Response::Error { error } => Err(error),
+            let report = status(&socket.path)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serializes")
+                );
+            } else {
+                print!("{}", report.render());
             }
+            Ok(())
         }
+        Command::Members { json, socket } => {
+            let report = status(&socket.path)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report.members).expect("serializes")
+                );
+            } else {
+                print!("{}", report.render_members());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn status(socket: &std::path::Path) -> Result<StatusReport, String> {
+    match control::call(socket, &Request::Status).map_err(|e| e.to_string())? {
+        Response::Ok { body } => serde_json::from_value(body).map_err(|e| {
+            format!(
+                "the agent's status is unreadable ({e}); are the CLI and agent the same version?"
+            )
+        }),
+        Response::Error { error } => Err(error),
     }
 }
 
@@ -92,11 +108,8 @@ fn host_name() -> Result<NodeId, String> {
 
 fn run_agent(args: AgentArgs) -> Result<(), String> {
     init_logging();
-    let node_id = match args.node_id {
-        Some(id) => id,
-        None => host_name()?,
-    };
-    let key = match (&args.key_file, args.insecure) {
+    let r = fechter::config::resolve(&args, host_name)?;
+    let key = match (&r.key_file, r.insecure) {
         (Some(path), _) => {
             fechter_cluster::keyfile::load_key_file(path).map_err(|e| e.to_string())?
         }
@@ -110,23 +123,35 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
             return Err("no cluster key: create one with `fechter keygen /etc/fechter/cluster.key`, copy it to every node, and start the agent with --key-file /etc/fechter/cluster.key (or give --insecure for a throw-away test cluster)".into());
         }
     };
-    let settings = Settings::new(node_id, args.attach.clone(), args.data_dir.clone(), key);
+    let settings = Settings { key, ..r.settings };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async move {
-        let socket = tokio::net::UdpSocket::bind(args.listen)
+        let socket = tokio::net::UdpSocket::bind(r.listen).await.map_err(|e| {
+            format!(
+                "cannot listen on {} ({e}); is it this machine's address, and is the port free?",
+                r.listen
+            )
+        })?;
+        let listener = server::bind(&r.control_socket)
             .await
-            .map_err(|e| format!("cannot listen on {} ({e}); is it this machine's address, and is the port free?", args.listen))?;
-        let listener = server::bind(&args.socket.path).await.map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let control_path = args.socket.path.clone();
         tokio::spawn(server::serve(listener, tx));
-        let result = if args.dry_run {
+        let result = if r.dry_run {
             tracing::warn!("--dry-run: interfaces are never changed; actions are only logged");
             let platform = agent::platform::RecordingPlatform::new();
-            agent::run(settings, socket, SystemClock, platform, rx, shutdown_signal()).await
+            agent::run(
+                settings,
+                socket,
+                SystemClock,
+                platform,
+                rx,
+                shutdown_signal(),
+            )
+            .await
         } else {
             let platform = agent::linux::LinuxPlatform::new(
                 settings.lease,
@@ -134,9 +159,17 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
             )
             .await
             .map_err(|e| e.to_string())?;
-            agent::run(settings, socket, SystemClock, platform, rx, shutdown_signal()).await
+            agent::run(
+                settings,
+                socket,
+                SystemClock,
+                platform,
+                rx,
+                shutdown_signal(),
+            )
+            .await
         };
-        let _ = std::fs::remove_file(&control_path);
+        let _ = std::fs::remove_file(&r.control_socket);
         result.map_err(|e| e.to_string())
     })
 }

@@ -1,0 +1,294 @@
+//! The agent's settings: flags, then the TOML file, then defaults.
+//!
+//! Every flag has a key of the same name (with `_` for `-`); the engine's
+//! timings live in a `[timings]` table in milliseconds. Unknown keys are
+//! errors, so a typo never silently leaves a default in place.
+//!
+//! ```toml
+//! node_id = "ws-1"
+//! listen = "198.51.100.1:4573"
+//! attach = ["198.51.100.2"]
+//! data_dir = "/var/lib/fechter"
+//! control_socket = "/run/fechter/fechter.sock"
+//! key_file = "/etc/fechter/cluster.key"
+//! lease_ms = 2000          # kernel lease of an installed address
+//! renew_ms = 500           # how often held addresses are renewed
+//! drain_timeout_ms = 5000  # SIGTERM: how long to wait for hand-offs
+//!
+//! [timings]                # see fechter_cluster::engine::Timings
+//! heartbeat_interval = 15
+//! heartbeat_timeout = 65
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fechter_cluster::engine::Timings;
+use fechter_core::NodeId;
+use serde::Deserialize;
+
+use crate::agent::Settings;
+use crate::cli::{AgentArgs, DEFAULT_SOCKET, parse_endpoint};
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG: &str = "/etc/fechter/fechter.toml";
+
+/// The agent's config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    pub node_id: Option<String>,
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub attach: Vec<String>,
+    pub data_dir: Option<PathBuf>,
+    pub control_socket: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub insecure: Option<bool>,
+    pub dry_run: Option<bool>,
+    pub lease_ms: Option<u64>,
+    pub renew_ms: Option<u64>,
+    pub drain_timeout_ms: Option<u64>,
+    pub timings: Option<Timings>,
+}
+
+/// Reads and parses a config file; errors name the file, the line and the key.
+pub fn load(path: &Path) -> Result<AgentFile, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        match line {
+            Some(l) => format!("{}, line {l}: {}", path.display(), e.message()),
+            None => format!("{}: {}", path.display(), e.message()),
+        }
+    })
+}
+
+/// Everything `fechter agent` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub settings: Settings,
+    pub listen: SocketAddr,
+    pub control_socket: PathBuf,
+    pub key_file: Option<PathBuf>,
+    pub insecure: bool,
+    pub dry_run: bool,
+}
+
+/// Flags override the file; the file overrides defaults. `host_name` gives
+/// the default node id.
+pub fn resolve(
+    args: &AgentArgs,
+    host_name: impl FnOnce() -> Result<NodeId, String>,
+) -> Result<Resolved, String> {
+    let file = match &args.config {
+        Some(p) => load(p)?,
+        None if Path::new(DEFAULT_CONFIG).exists() => load(Path::new(DEFAULT_CONFIG))?,
+        None => AgentFile::default(),
+    };
+    let node_id = match (&args.node_id, &file.node_id) {
+        (Some(id), _) => id.clone(),
+        (None, Some(s)) => s.parse().map_err(|e| format!("config node_id: {e}"))?,
+        (None, None) => host_name()?,
+    };
+    let listen = match (args.listen, &file.listen) {
+        (Some(l), _) => l,
+        (None, Some(s)) => parse_endpoint(s).map_err(|e| format!("config listen: {e}"))?,
+        (None, None) => {
+            return Err("no cluster address: give --listen IP[:PORT] (the address the other machines reach this one at), or `listen` in the config file".into());
+        }
+    };
+    let attach = if args.attach.is_empty() {
+        file.attach
+            .iter()
+            .map(|s| parse_endpoint(s).map_err(|e| format!("config attach: {e}")))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        args.attach.clone()
+    };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/fechter"));
+    let control_socket = args
+        .control_socket
+        .clone()
+        .or(file.control_socket)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+    let mut settings = Settings::new(node_id, attach, data_dir, [0; 32]);
+    if let Some(t) = file.timings {
+        settings.timings = t;
+    }
+    if let Some(ms) = file.lease_ms {
+        settings.lease = Duration::from_millis(ms);
+    }
+    if let Some(ms) = file.renew_ms {
+        settings.renew_every = Duration::from_millis(ms);
+    }
+    if let Some(ms) = file.drain_timeout_ms {
+        settings.drain_timeout = Duration::from_millis(ms);
+    }
+    check(&settings)?;
+    Ok(Resolved {
+        settings,
+        listen,
+        control_socket,
+        key_file: args.key_file.clone().or(file.key_file),
+        insecure: args.insecure || file.insecure.unwrap_or(false),
+        dry_run: args.dry_run || file.dry_run.unwrap_or(false),
+    })
+}
+
+/// Rejects settings that cannot work, naming the keys.
+fn check(s: &Settings) -> Result<(), String> {
+    let t = &s.timings;
+    if s.lease < Duration::from_secs(1) {
+        return Err(
+            "lease_ms must be at least 1000 (the kernel counts lifetimes in seconds)".into(),
+        );
+    }
+    if s.renew_every.is_zero() || s.renew_every * 2 > s.lease {
+        return Err(format!(
+            "renew_ms ({}) must be positive and at most half of lease_ms ({}), so one lost renewal never expires an address",
+            s.renew_every.as_millis(),
+            s.lease.as_millis()
+        ));
+    }
+    if t.heartbeat_interval.is_zero() || t.heartbeat_timeout <= t.heartbeat_interval * 2 {
+        return Err(format!(
+            "timings.heartbeat_timeout ({}) must exceed twice timings.heartbeat_interval ({}), or one late heartbeat moves addresses",
+            t.heartbeat_timeout.as_millis(),
+            t.heartbeat_interval.as_millis()
+        ));
+    }
+    for (name, d) in [
+        ("probe_period", t.probe_period),
+        ("probe_rtt", t.probe_rtt),
+        ("suspect_to_down", t.suspect_to_down),
+        ("gossip_period", t.gossip_period),
+        ("join_retry", t.join_retry),
+        ("anti_entropy", t.anti_entropy),
+        ("leader_tick", t.leader_tick),
+    ] {
+        if d.is_zero() {
+            return Err(format!("timings.{name} must be positive"));
+        }
+    }
+    if t.probe_rtt >= t.probe_period {
+        return Err("timings.probe_rtt must be shorter than timings.probe_period".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> AgentArgs {
+        let mut v = vec!["fechter", "agent"];
+        v.extend(extra);
+        match crate::cli::Cli::parse_from(v).command {
+            crate::cli::Command::Agent(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("fechter.toml");
+        std::fs::write(&p, text).unwrap();
+        (d, p)
+    }
+
+    fn host() -> Result<NodeId, String> {
+        Ok(NodeId::new("host"))
+    }
+
+    #[test]
+    fn every_key_is_read_and_flags_override_the_file() {
+        let (_d, p) = file(
+            r#"
+node_id = "ws-1"
+listen = "127.0.0.1:4000"
+attach = ["127.0.0.2"]
+data_dir = "/tmp/x"
+control_socket = "/tmp/x.sock"
+key_file = "/tmp/key"
+insecure = true
+dry_run = true
+lease_ms = 3000
+renew_ms = 700
+drain_timeout_ms = 1000
+[timings]
+heartbeat_interval = 20
+heartbeat_timeout = 90
+"#,
+        );
+        let p = p.to_str().unwrap();
+        let r = resolve(&args(&["--config", p]), host).unwrap();
+        assert_eq!(r.settings.node_id, NodeId::new("ws-1"));
+        assert_eq!(r.listen, "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(r.settings.seeds, vec!["127.0.0.2:4573".parse().unwrap()]);
+        assert_eq!(r.settings.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(r.control_socket, PathBuf::from("/tmp/x.sock"));
+        assert_eq!(r.key_file, Some(PathBuf::from("/tmp/key")));
+        assert!(r.insecure && r.dry_run);
+        assert_eq!(r.settings.lease, Duration::from_secs(3));
+        assert_eq!(r.settings.renew_every, Duration::from_millis(700));
+        assert_eq!(r.settings.drain_timeout, Duration::from_secs(1));
+        assert_eq!(
+            r.settings.timings.heartbeat_interval,
+            Duration::from_millis(20)
+        );
+        // Unset timings keep their defaults.
+        assert_eq!(r.settings.timings.maturity, Timings::default().maturity);
+
+        let r = resolve(
+            &args(&[
+                "--config",
+                p,
+                "--node-id",
+                "ws-9",
+                "--listen",
+                "127.0.0.9",
+                "--data-dir",
+                "/tmp/y",
+            ]),
+            host,
+        )
+        .unwrap();
+        assert_eq!(r.settings.node_id, NodeId::new("ws-9"));
+        assert_eq!(r.listen.port(), 4573);
+        assert_eq!(r.settings.data_dir, PathBuf::from("/tmp/y"));
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_key() {
+        let (_d, p) = file("listen = \"127.0.0.1\"\nlistne = 3\n");
+        let e = resolve(&args(&["--config", p.to_str().unwrap()]), host).unwrap_err();
+        assert!(e.contains("line 2") && e.contains("listne"), "{e}");
+        let (_d, p) = file("[timings]\nheartbeat_interval = \"fast\"\n");
+        let e = resolve(&args(&["--config", p.to_str().unwrap()]), host).unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn unworkable_settings_are_refused() {
+        let (_d, p) = file("listen = \"127.0.0.1\"\nlease_ms = 2000\nrenew_ms = 1500\n");
+        let e = resolve(&args(&["--config", p.to_str().unwrap()]), host).unwrap_err();
+        assert!(e.contains("renew_ms"), "{e}");
+        let (_d, p) = file(
+            "listen = \"127.0.0.1\"\n[timings]\nheartbeat_interval = 50\nheartbeat_timeout = 60\n",
+        );
+        let e = resolve(&args(&["--config", p.to_str().unwrap()]), host).unwrap_err();
+        assert!(e.contains("heartbeat_timeout"), "{e}");
+        let e = resolve(&args(&[]), host).unwrap_err();
+        assert!(e.contains("--listen"), "{e}");
+    }
+}
