@@ -1,0 +1,555 @@
+//! Deterministic simulation of whole agents on turmoil's simulated network.
+//!
+//! Every host runs the real agent loop ([`fechter::agent::run`]) over a
+//! turmoil UDP socket, with the simulation's clock, its own data directory
+//! and a control channel the test talks to. Time is virtual: every wait is
+//! a bounded number of simulation steps, and every assertion reads `status`
+//! as an operator would.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use fechter::agent::net::{Datagram, WallClock};
+use fechter::agent::platform::RecordingPlatform;
+use fechter::agent::{ControlCall, Settings, run};
+use fechter::control::{Request, Response, StatusReport};
+use fechter_core::AddrSpec;
+use tokio::sync::{mpsc, oneshot};
+
+const PORT: u16 = 4573;
+const SEEDS: [u64; 3] = [1, 2, 3];
+const KEY: [u8; 32] = [7; 32];
+const WRONG_KEY: [u8; 32] = [8; 32];
+
+/// turmoil's UDP socket as the agent's [`Datagram`]. Bound to the wildcard
+/// address (turmoil binds nothing else); reports the host's own address,
+/// which is the agent's identity.
+struct SimSocket {
+    inner: turmoil::net::UdpSocket,
+    local: SocketAddr,
+}
+
+impl Datagram for SimSocket {
+    async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.inner.send_to(buf, to).await
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.inner.recv_from(buf).await
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// The simulation's wall clock: its epoch plus virtual time elapsed. Keeps
+/// growing across crashes and restarts of a host.
+struct SimClock;
+
+impl WallClock for SimClock {
+    fn wall_ms(&self) -> u64 {
+        turmoil::since_epoch()
+            .expect("called inside the simulation")
+            .as_millis() as u64
+    }
+}
+
+/// The control channel of a host's current run (replaced on every start).
+type Slot = Rc<RefCell<Option<mpsc::Sender<ControlCall>>>>;
+
+struct Node {
+    name: &'static str,
+    slot: Slot,
+    data_dir: PathBuf,
+}
+
+struct Cluster {
+    sim: turmoil::Sim<'static>,
+    nodes: Vec<Node>,
+    dirs: tempfile::TempDir,
+    seed: u64,
+}
+
+impl Cluster {
+    /// Hosts `names` with `KEY`, each attaching to every other one.
+    fn new(seed: u64, names: &[&'static str]) -> Cluster {
+        let mut sim = turmoil::Builder::new()
+            .rng_seed(seed)
+            // The epoch varies with the seed too: incarnations (and so the
+            // engines' RNG seeds) derive from the wall clock.
+            .epoch(UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seed * 86_400))
+            .simulation_duration(Duration::from_secs(3600))
+            .min_message_latency(Duration::from_micros(100))
+            .max_message_latency(Duration::from_millis(5))
+            .build();
+        let dirs = tempfile::tempdir().unwrap();
+        let mut nodes = Vec::new();
+        for &name in names {
+            let seeds: Vec<&'static str> = names.iter().copied().filter(|n| *n != name).collect();
+            nodes.push(add_host(&mut sim, &dirs, name, seeds, KEY));
+        }
+        Cluster {
+            sim,
+            nodes,
+            dirs,
+            seed,
+        }
+    }
+
+    fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no host {name}"))
+    }
+
+    fn step(&mut self) {
+        self.sim.step().expect("simulation step");
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let end = self.sim.elapsed() + d;
+        while self.sim.elapsed() < end {
+            self.step();
+        }
+    }
+
+    /// Sends a control request and steps until it is answered (bounded).
+    fn call(&mut self, name: &str, req: Request) -> Response {
+        // A host installs its control channel when its agent first runs.
+        let mut tx = self.node(name).slot.borrow().clone();
+        for _ in 0..100 {
+            if tx.is_some() {
+                break;
+            }
+            self.step();
+            tx = self.node(name).slot.borrow().clone();
+        }
+        let tx = tx.unwrap_or_else(|| panic!("{name} is not running"));
+        let (reply, mut answer) = oneshot::channel();
+        tx.try_send((req, reply))
+            .unwrap_or_else(|e| panic!("{name}: control channel: {e}"));
+        for _ in 0..1000 {
+            self.step();
+            match answer.try_recv() {
+                Ok(r) => return r,
+                Err(oneshot::error::TryRecvError::Empty) => {}
+                Err(oneshot::error::TryRecvError::Closed) => panic!("{name} dropped the request"),
+            }
+        }
+        panic!("{name} did not answer within 1000 steps")
+    }
+
+    fn ok(&mut self, name: &str, req: Request) {
+        match self.call(name, req.clone()) {
+            Response::Ok { .. } => {}
+            Response::Error { error } => panic!("{name}: {req:?} refused: {error}"),
+        }
+    }
+
+    fn status(&mut self, name: &str) -> StatusReport {
+        match self.call(name, Request::Status) {
+            Response::Ok { body } => serde_json::from_value(body).expect("a status report"),
+            Response::Error { error } => panic!("{name}: status refused: {error}"),
+        }
+    }
+
+    /// Polls every 10 ms of virtual time until `cond` holds; panics with
+    /// `what` and the last statuses after `limit`. Returns the time taken.
+    fn wait_for(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut cond: impl FnMut(&mut Cluster) -> bool,
+    ) -> Duration {
+        let start = self.sim.elapsed();
+        loop {
+            if cond(self) {
+                return self.sim.elapsed() - start;
+            }
+            if self.sim.elapsed() - start > limit {
+                let names: Vec<&'static str> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.slot.borrow().is_some())
+                    .map(|n| n.name)
+                    .collect();
+                let statuses: Vec<String> = names
+                    .into_iter()
+                    .map(|n| format!("{n}: {:?}", self.status(n)))
+                    .collect();
+                panic!(
+                    "seed {}: {what}: not within {limit:?}\n{}",
+                    self.seed,
+                    statuses.join("\n")
+                );
+            }
+            self.run_for(Duration::from_millis(10));
+        }
+    }
+
+    fn crash(&mut self, name: &str) {
+        self.sim.crash(name);
+        *self.node(name).slot.borrow_mut() = None;
+    }
+
+    /// Starts a crashed host again (same data directory).
+    fn restart(&mut self, name: &str) {
+        self.sim.bounce(name);
+    }
+}
+
+fn add_host(
+    sim: &mut turmoil::Sim<'static>,
+    dirs: &tempfile::TempDir,
+    name: &'static str,
+    seeds: Vec<&'static str>,
+    key: [u8; 32],
+) -> Node {
+    let slot: Slot = Rc::default();
+    let data_dir = dirs.path().join(name);
+    let (host_slot, host_dir) = (slot.clone(), data_dir.clone());
+    sim.host(name, move || {
+        let (slot, data_dir, seeds) = (host_slot.clone(), host_dir.clone(), seeds.clone());
+        async move {
+            let inner = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).await?;
+            let local = SocketAddr::new(turmoil::lookup(name), PORT);
+            let seeds = seeds
+                .iter()
+                .map(|s| SocketAddr::new(turmoil::lookup(*s), PORT))
+                .collect();
+            let (tx, rx) = mpsc::channel(4);
+            *slot.borrow_mut() = Some(tx);
+            let settings = Settings::new(name.parse().expect("a node id"), seeds, data_dir, key);
+            run(
+                settings,
+                SimSocket { inner, local },
+                SimClock,
+                // A fresh machine on every start: nothing installed.
+                RecordingPlatform::new(),
+                rx,
+                std::future::pending(),
+            )
+            .await?;
+            Ok(())
+        }
+    });
+    Node {
+        name,
+        slot,
+        data_dir,
+    }
+}
+
+fn spec(s: &str) -> AddrSpec {
+    s.parse().expect("an address spec")
+}
+
+fn liveness(st: &StatusReport) -> BTreeMap<String, String> {
+    st.members
+        .iter()
+        .map(|m| (m.id.clone(), m.liveness.clone()))
+        .collect()
+}
+
+/// Whether `st` lists exactly `alive` as alive and `dead` as dead.
+fn sees(st: &StatusReport, alive: &[&str], dead: &[&str]) -> bool {
+    let l = liveness(st);
+    alive
+        .iter()
+        .all(|n| l.get(*n).is_some_and(|v| v == "alive"))
+        && dead.iter().all(|n| l.get(*n).is_some_and(|v| v == "dead"))
+}
+
+fn addresses(st: &StatusReport) -> Vec<String> {
+    let mut a: Vec<String> = st.addresses.iter().map(|a| a.spec.clone()).collect();
+    a.sort();
+    a
+}
+
+fn all_see(c: &mut Cluster, who: &[&str], alive: &[&str], dead: &[&str]) -> bool {
+    who.iter().all(|n| {
+        let st = c.status(n);
+        sees(&st, alive, dead)
+    })
+}
+
+fn all_list(c: &mut Cluster, who: &[&str], addrs: &[&str]) -> bool {
+    let mut want: Vec<String> = addrs.iter().map(|s| spec(s).to_string()).collect();
+    want.sort();
+    who.iter().all(|n| addresses(&c.status(n)) == want)
+}
+
+const ALL: [&str; 3] = ["n0", "n1", "n2"];
+
+fn formed(seed: u64) -> Cluster {
+    let mut c = Cluster::new(seed, &ALL);
+    let took = c.wait_for(
+        "3 nodes see each other alive",
+        Duration::from_secs(10),
+        |c| all_see(c, &ALL, &ALL, &[]),
+    );
+    eprintln!("seed {seed}: formed in {took:?} (virtual)");
+    c
+}
+
+#[test]
+fn three_nodes_form_a_cluster_and_an_address_reaches_all() {
+    for seed in SEEDS {
+        let mut c = formed(seed);
+        for n in ALL {
+            let st = c.status(n);
+            assert_eq!(st.node, n);
+            assert_eq!(st.members.len(), 3, "seed {seed}: {st:?}");
+            assert!(st.addresses.is_empty(), "seed {seed}: {st:?}");
+        }
+        c.ok(
+            "n1",
+            Request::AddAddress {
+                spec: spec("eth0:198.51.100.10/24"),
+            },
+        );
+        // Acknowledged means on n1's disk already.
+        let saved = std::fs::read_to_string(c.node("n1").data_dir.join("state.json")).unwrap();
+        assert!(saved.contains("198.51.100.10"), "{saved}");
+        c.wait_for(
+            "every node lists the address",
+            Duration::from_secs(3),
+            |c| all_list(c, &ALL, &["eth0:198.51.100.10/24"]),
+        );
+        // And it stays listed, with nobody declared dead.
+        c.run_for(Duration::from_secs(5));
+        assert!(
+            all_see(&mut c, &ALL, &ALL, &[]),
+            "seed {seed}: a false death"
+        );
+        assert!(all_list(&mut c, &ALL, &["eth0:198.51.100.10/24"]));
+    }
+}
+
+#[test]
+fn a_crashed_host_is_reported_dead_by_the_others() {
+    for seed in SEEDS {
+        let mut c = formed(seed);
+        c.run_for(Duration::from_secs(1));
+        c.crash("n2");
+        let took = c.wait_for("n0 and n1 report n2 dead", Duration::from_secs(5), |c| {
+            all_see(c, &["n0", "n1"], &["n0", "n1"], &["n2"])
+        });
+        eprintln!("seed {seed}: crash detected by both survivors in {took:?} (virtual)");
+        assert!(took < Duration::from_secs(3), "seed {seed}: took {took:?}");
+        // The survivors keep each other.
+        c.run_for(Duration::from_secs(3));
+        assert!(all_see(&mut c, &["n0", "n1"], &["n0", "n1"], &["n2"]));
+    }
+}
+
+#[test]
+fn a_partition_is_seen_by_both_sides_and_the_address_lists_merge_after_repair() {
+    for seed in SEEDS {
+        let mut c = formed(seed);
+        c.sim.partition("n2", "n0");
+        c.sim.partition("n2", "n1");
+        c.wait_for("both sides see the split", Duration::from_secs(5), |c| {
+            all_see(c, &["n0", "n1"], &["n0", "n1"], &["n2"])
+                && all_see(c, &["n2"], &["n2"], &["n0", "n1"])
+        });
+        c.ok(
+            "n0",
+            Request::AddAddress {
+                spec: spec("eth0:198.51.100.1/24"),
+            },
+        );
+        c.ok(
+            "n2",
+            Request::AddAddress {
+                spec: spec("eth0:198.51.100.2/24"),
+            },
+        );
+        c.run_for(Duration::from_secs(2));
+        assert!(all_list(&mut c, &["n0", "n1"], &["eth0:198.51.100.1/24"]));
+        assert!(all_list(&mut c, &["n2"], &["eth0:198.51.100.2/24"]));
+        c.sim.repair("n2", "n0");
+        c.sim.repair("n2", "n1");
+        let took = c.wait_for(
+            "after repair all are alive and hold both addresses",
+            Duration::from_secs(15),
+            |c| {
+                all_see(c, &ALL, &ALL, &[])
+                    && all_list(c, &ALL, &["eth0:198.51.100.1/24", "eth0:198.51.100.2/24"])
+            },
+        );
+        eprintln!("seed {seed}: healed in {took:?} (virtual)");
+    }
+}
+
+#[test]
+fn a_restarted_host_keeps_its_state_and_catches_up() {
+    for seed in SEEDS {
+        let mut c = formed(seed);
+        c.ok(
+            "n0",
+            Request::AddAddress {
+                spec: spec("eth0:198.51.100.1/24"),
+            },
+        );
+        c.wait_for(
+            "the first address reaches all",
+            Duration::from_secs(3),
+            |c| all_list(c, &ALL, &["eth0:198.51.100.1/24"]),
+        );
+        // n2 got it from the cluster: give its delayed write time to happen.
+        c.run_for(Duration::from_secs(1));
+        c.crash("n2");
+        c.wait_for("n2 seen dead", Duration::from_secs(5), |c| {
+            all_see(c, &["n0", "n1"], &["n0", "n1"], &["n2"])
+        });
+        c.ok(
+            "n1",
+            Request::AddAddress {
+                spec: spec("eth0:198.51.100.2/24"),
+            },
+        );
+        // n2 comes back cut off: what it lists is what it kept on disk.
+        c.sim.partition("n2", "n0");
+        c.sim.partition("n2", "n1");
+        c.restart("n2");
+        c.run_for(Duration::from_secs(1));
+        let st = c.status("n2");
+        assert_eq!(
+            addresses(&st),
+            vec![spec("eth0:198.51.100.1/24").to_string()],
+            "seed {seed}: n2 lost its state: {st:?}"
+        );
+        // It knows only itself from disk (no peer is alive to it).
+        assert_eq!(
+            liveness(&st),
+            BTreeMap::from([("n2".to_string(), "alive".to_string())]),
+            "seed {seed}: {st:?}"
+        );
+        c.sim.repair("n2", "n0");
+        c.sim.repair("n2", "n1");
+        let took = c.wait_for(
+            "n2 rejoins and gets the address added while it was away",
+            Duration::from_secs(10),
+            |c| {
+                all_see(c, &ALL, &ALL, &[])
+                    && all_list(c, &ALL, &["eth0:198.51.100.1/24", "eth0:198.51.100.2/24"])
+            },
+        );
+        eprintln!("seed {seed}: n2 rejoined in {took:?} (virtual)");
+    }
+}
+
+#[test]
+fn a_node_with_the_wrong_key_is_never_admitted() {
+    for seed in SEEDS {
+        let mut c = Cluster::new(seed, &ALL);
+        let intruder = add_host(&mut c.sim, &c.dirs, "intruder", ALL.to_vec(), WRONG_KEY);
+        c.nodes.push(intruder);
+        c.wait_for("the 3 good nodes form", Duration::from_secs(10), |c| {
+            all_see(c, &ALL, &ALL, &[])
+        });
+        c.ok(
+            "n0",
+            Request::AddAddress {
+                spec: spec("eth0:198.51.100.1/24"),
+            },
+        );
+        // Watch for a while: the intruder never shows up alive anywhere,
+        // and sees nobody.
+        let end = c.sim.elapsed() + Duration::from_secs(10);
+        while c.sim.elapsed() < end {
+            for n in ALL {
+                let st = c.status(n);
+                assert!(
+                    !liveness(&st).contains_key("intruder"),
+                    "seed {seed}: {n} knows the intruder: {st:?}"
+                );
+            }
+            let st = c.status("intruder");
+            assert_eq!(
+                st.members.len(),
+                1,
+                "seed {seed}: the intruder knows others: {st:?}"
+            );
+            assert!(st.addresses.is_empty(), "seed {seed}: {st:?}");
+            c.run_for(Duration::from_millis(500));
+        }
+        // The good nodes counted its packets as failing authentication.
+        for n in ALL {
+            let st = c.status(n);
+            let bad = st
+                .dropped
+                .iter()
+                .find(|(k, _)| k.replace('_', "-") == "bad-seal")
+                .map_or(0, |(_, v)| *v);
+            assert!(bad > 0, "seed {seed}: {n} counted no bad seal: {st:?}");
+        }
+    }
+}
+
+/// The same seed replays the same run: membership events and timing seen
+/// through `status` are identical.
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    let run = |seed| {
+        let mut c = Cluster::new(seed, &ALL);
+        let mut trace = Vec::new();
+        for _ in 0..40 {
+            c.run_for(Duration::from_millis(50));
+            let views: Vec<String> = ALL
+                .iter()
+                .map(|n| format!("{:?}", liveness(&c.status(n))))
+                .collect();
+            trace.push(format!("{:?} {}", c.sim.elapsed(), views.join(" ")));
+        }
+        trace
+    };
+    assert_eq!(run(5), run(5));
+}
+
+/// Every timer of the agent runs on tokio's clock (virtual here). Before
+/// dc8bbd9 the delayed write of cluster changes was scheduled on
+/// `std::time::Instant`: under turmoil's paused clock the loop then spun on
+/// an expired sleep until the *real* clock reached the deadline, with
+/// virtual time standing still, so the write landed in the same virtual
+/// millisecond as the change and runs depended on the host's speed.
+#[test]
+fn cluster_changes_are_written_after_the_persist_delay_of_virtual_time() {
+    for seed in SEEDS {
+        let mut c = formed(seed);
+        // Let virtual time run well ahead of real time.
+        c.run_for(Duration::from_secs(5));
+        c.ok(
+            "n0",
+            Request::AddAddress {
+                spec: spec("eth0:198.51.100.1/24"),
+            },
+        );
+        let file = c.node("n2").data_dir.join("state.json");
+        let start = c.sim.elapsed();
+        let written = loop {
+            let took = c.sim.elapsed() - start;
+            assert!(took < Duration::from_secs(2), "seed {seed}: never written");
+            if std::fs::read_to_string(&file)
+                .unwrap()
+                .contains("198.51.100.1")
+            {
+                break took;
+            }
+            c.step();
+        };
+        // PERSIST_DELAY is 100 ms: the write is batched, not immediate.
+        assert!(
+            written >= Duration::from_millis(50),
+            "seed {seed}: n2 wrote the change {written:?} (virtual) after it was made"
+        );
+    }
+}
