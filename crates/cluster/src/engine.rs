@@ -941,12 +941,15 @@ impl Engine {
 
     fn announce_to_seeds(&mut self, now: Now) {
         self.last_seed_announce = Some(now.at);
+        // Seeds that are live members need no announce (it would only make
+        // them send their whole member list again).
+        let live: BTreeSet<SocketAddr> = self.members.values().map(|m| m.addr).collect();
         let seeds: Vec<SocketAddr> = self
             .cfg
             .seeds
             .iter()
             .copied()
-            .filter(|s| *s != self.cfg.me.addr)
+            .filter(|s| *s != self.cfg.me.addr && !live.contains(s))
             .collect();
         for seed in seeds {
             // We do not know the seed's identity: foca only needs an

@@ -153,18 +153,19 @@ impl DropReason {
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Malformed => "malformed",
-            DropReason::UnsupportedVersion => "unsupported_version",
+            DropReason::UnsupportedVersion => "unsupported-version",
             DropReason::Oversized => "oversized",
-            DropReason::BadSeal => "bad_seal",
+            DropReason::BadSeal => "bad-seal",
             DropReason::Replay => "replay",
-            DropReason::TooOld => "too_old",
-            DropReason::StaleIncarnation => "stale_incarnation",
+            DropReason::TooOld => "too-old",
+            DropReason::StaleIncarnation => "stale-incarnation",
         }
     }
 }
 
 /// How many received datagrams were dropped, per [`DropReason`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct DropCounters {
     pub malformed: u64,
     pub unsupported_version: u64,
