@@ -221,13 +221,27 @@ impl Duty {
             })
             .collect();
         let eligibility = failover::eligibility(&views, &previous);
+        // Node records (health, interfaces) changing forces an evaluation
+        // through `force`; here only time-driven changes (maturity,
+        // quarantine) matter.
         let same = eligibility == self.eligibility;
         self.eligibility = eligibility;
         if self.leader.as_ref() != Some(me) || (same && !force) {
             return LeaderDecision { publish: None };
         }
         let assignable = replica.addresses.assignable();
-        let next = fechter_core::allocate(&assignable, &self.eligibility.eligible, &previous);
+        let usable = |n: &NodeId, iface: &str| {
+            replica
+                .nodes
+                .get(n)
+                .is_none_or(|r| !r.iface_trouble.contains_key(iface))
+        };
+        let next = failover::allocate_by_interface(
+            &assignable,
+            &self.eligibility.eligible,
+            usable,
+            &previous,
+        );
         let next = failover::mark_handoffs(&previous, next, is_alive, &self.handoff_done);
         let current = replica.table.as_ref();
         let unchanged = current.is_some_and(|t| t.meta.leader == *me && t.allocation == next);

@@ -370,3 +370,33 @@ fn fail_static_when_every_up_node_is_unhealthy() {
     });
     assert_ne!(before, sim.holders());
 }
+
+#[test]
+fn losing_an_interface_moves_only_the_addresses_on_it() {
+    let mut sim = cluster(11, 3);
+    let now = sim.now();
+    let eth1: AddrSpec = "eth1:198.18.1.10/24".parse().unwrap();
+    for i in 0..3 {
+        sim.engine_mut("n0").add_address(now, spec(i)).unwrap();
+    }
+    sim.engine_mut("n0").add_address(now, eth1.clone()).unwrap();
+    for n in ["n0", "n1", "n2"] {
+        up(&mut sim, n);
+    }
+    run_checked(&mut sim, Duration::from_secs(10), |s| settled(s, 4));
+    let holder = sim.holders()[&eth1][0].clone();
+    let before = sim.holders();
+    // The eth1 holder loses carrier on eth1: only the eth1 address moves.
+    let now = sim.now();
+    sim.engine_mut(holder.as_str()).update_own(now, |r| {
+        r.iface_trouble.insert("eth1".into(), "no carrier".into());
+    });
+    run_checked(&mut sim, Duration::from_secs(5), |s| {
+        settled(s, 4) && s.holders()[&eth1][0] != holder
+    });
+    for (a, on) in &before {
+        if *a != eth1 {
+            assert_eq!(&sim.holders()[a], on, "{a} moved");
+        }
+    }
+}

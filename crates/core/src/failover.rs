@@ -100,6 +100,36 @@ pub fn eligibility(nodes: &[NodeView<'_>], previous: &Allocation) -> Eligibility
     }
 }
 
+/// [`crate::allocate`] per interface: the addresses on each interface are
+/// spread over the eligible nodes that can use that interface (`usable`).
+/// Balance, stickiness and the standby rule hold within each interface's
+/// group; a node that lacks an interface simply takes no address on it.
+pub fn allocate_by_interface<K: Ord + Clone>(
+    addresses: &[(K, AddrSpec)],
+    eligible: &[NodeId],
+    usable: impl Fn(&NodeId, &str) -> bool,
+    previous: &Allocation,
+) -> Allocation {
+    let mut groups: BTreeMap<&str, Vec<(K, AddrSpec)>> = BTreeMap::new();
+    for (k, s) in addresses {
+        groups
+            .entry(s.iface.as_str())
+            .or_default()
+            .push((k.clone(), s.clone()));
+    }
+    let mut out = Allocation::default();
+    for (iface, addrs) in groups {
+        let nodes: Vec<NodeId> = eligible
+            .iter()
+            .filter(|n| usable(n, iface))
+            .cloned()
+            .collect();
+        out.placements
+            .extend(crate::allocate(&addrs, &nodes, previous).placements);
+    }
+    out
+}
+
 /// Applies standby takeovers to a table: for every `(holder, standby)` in
 /// `taken`, the addresses that `holder` holds with `standby` as standby are
 /// held by `standby` instead. This is exactly what [`crate::allocate`] gives
@@ -240,6 +270,42 @@ mod tests {
         );
         assert!(el.fail_static);
         assert_eq!(el.eligible, vec![NodeId::new("a"), NodeId::new("b")]);
+    }
+
+    #[test]
+    fn each_interface_goes_only_to_nodes_that_can_use_it() {
+        let nodes: Vec<NodeId> = ["a", "b", "c"].iter().map(|n| NodeId::new(*n)).collect();
+        let mut addrs: Vec<(u32, AddrSpec)> = (0..4).map(|i| (i as u32, spec(10 + i))).collect();
+        for i in 0..3u8 {
+            addrs.push((
+                10 + u32::from(i),
+                format!("eth1:198.18.1.{i}/24").parse().unwrap(),
+            ));
+        }
+        // `c` has no eth1.
+        let usable = |n: &NodeId, i: &str| !(n.as_str() == "c" && i == "eth1");
+        let a = allocate_by_interface(&addrs, &nodes, usable, &Allocation::default());
+        assert_eq!(a.placements.len(), 7);
+        for (s, p) in &a.placements {
+            assert!(usable(&p.holder, &s.iface), "{s} on {}", p.holder);
+            if let Some(sb) = &p.standby {
+                assert!(usable(sb, &s.iface), "{s} standby {sb}");
+            }
+        }
+        // eth0 is balanced over three nodes, eth1 over two.
+        let on = |iface: &str, n: &str| {
+            a.placements
+                .iter()
+                .filter(|(s, p)| s.iface == iface && p.holder.as_str() == n)
+                .count()
+        };
+        assert_eq!(on("eth1", "c"), 0);
+        assert!(on("eth1", "a").abs_diff(on("eth1", "b")) <= 1);
+        assert!(
+            ["a", "b", "c"]
+                .iter()
+                .all(|n| (1..=2).contains(&on("eth0", n)))
+        );
     }
 
     #[test]

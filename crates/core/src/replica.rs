@@ -50,6 +50,11 @@ pub struct NodeRecord {
     /// agent is not leaving).
     #[serde(default)]
     pub leaving: bool,
+    /// Interfaces named by managed addresses that this node cannot use
+    /// (missing, down, no carrier), with the reason: it is not eligible for
+    /// the addresses on them.
+    #[serde(default)]
+    pub iface_trouble: BTreeMap<String, String>,
 }
 
 impl NodeRecord {
@@ -63,6 +68,7 @@ impl NodeRecord {
             unhealthy: Vec::new(),
             priority: 0,
             leaving: false,
+            iface_trouble: BTreeMap::new(),
         }
     }
 
@@ -70,7 +76,18 @@ impl NodeRecord {
     /// different records claiming the same version, which a correct node
     /// never writes) the record's content, so that every replica still
     /// picks the same one.
-    fn rank(&self) -> (u64, u64, Admin, &[String], u8, bool) {
+    #[allow(clippy::type_complexity)]
+    fn rank(
+        &self,
+    ) -> (
+        u64,
+        u64,
+        Admin,
+        &[String],
+        u8,
+        bool,
+        &BTreeMap<String, String>,
+    ) {
         (
             self.incarnation,
             self.version,
@@ -78,6 +95,7 @@ impl NodeRecord {
             &self.unhealthy,
             self.priority,
             self.leaving,
+            &self.iface_trouble,
         )
     }
 }
@@ -182,6 +200,12 @@ impl Replica {
             nodes.push(r.admin as u8);
             nodes.push(r.priority);
             nodes.push(u8::from(r.leaving));
+            for (i, why) in &r.iface_trouble {
+                nodes.extend_from_slice(i.as_bytes());
+                nodes.push(0);
+                nodes.extend_from_slice(why.as_bytes());
+                nodes.push(0);
+            }
             for u in &r.unhealthy {
                 nodes.extend_from_slice(u.as_bytes());
                 nodes.push(0);

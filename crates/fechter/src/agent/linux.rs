@@ -132,16 +132,17 @@ impl Platform for LinuxPlatform {
         .map_err(|e: PlatformError| e.to_string())
     }
 
-    async fn unusable(&mut self, ifaces: &BTreeSet<String>) -> Vec<String> {
+    async fn unusable(&mut self, ifaces: &BTreeSet<String>) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for i in ifaces {
-            match self.nl.link(i).await {
-                Ok(l) if !l.up => out.push(format!("link {i} down")),
-                Ok(l) if !l.carrier => out.push(format!("no carrier on {i}")),
-                Ok(_) => {}
-                Err(PlatformError::InterfaceNotFound(_)) => out.push(format!("no interface {i}")),
-                Err(e) => out.push(format!("interface {i}: {e}")),
-            }
+            let why = match self.nl.link(i).await {
+                Ok(l) if !l.up => "link down".to_string(),
+                Ok(l) if !l.carrier => "no carrier".to_string(),
+                Ok(_) => continue,
+                Err(PlatformError::InterfaceNotFound(_)) => "no such interface".to_string(),
+                Err(e) => e.to_string(),
+            };
+            out.push((i.clone(), why));
         }
         out
     }

@@ -147,7 +147,6 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
         save_due: None,
         installed,
         announced: BTreeSet::new(),
-        link_trouble: Vec::new(),
     };
     tracing::info!(node = %settings.node_id, %listen, incarnation = shell.saved.incarnation, "agent started");
 
@@ -270,8 +269,6 @@ struct Shell {
     installed: BTreeSet<AddrSpec>,
     /// Addresses announced since this process started holding them.
     announced: BTreeSet<AddrSpec>,
-    /// Why this machine's links make it unfit (empty: fine).
-    link_trouble: Vec<String>,
 }
 
 impl Shell {
@@ -431,8 +428,9 @@ impl Shell {
         self.dir.save_json(INSTALLED_FILE, &self.installed)
     }
 
-    /// Marks this node unhealthy while an interface its addresses need is
-    /// missing, down or without carrier.
+    /// Publishes which interfaces named by the managed addresses this
+    /// machine cannot use (missing, down, no carrier): it is not eligible for
+    /// the addresses on them, so they move.
     async fn check_links<P: Platform>(&mut self, platform: &mut P, now: Now) {
         let ifaces: BTreeSet<String> = self
             .engine
@@ -442,16 +440,21 @@ impl Shell {
             .into_iter()
             .map(|(_, s)| s.iface)
             .collect();
-        let trouble = platform.unusable(&ifaces).await;
-        if trouble != self.link_trouble {
-            let old = std::mem::replace(&mut self.link_trouble, trouble.clone());
+        let trouble: BTreeMap<String, String> =
+            platform.unusable(&ifaces).await.into_iter().collect();
+        let me = self.engine.id().node.clone();
+        let current = self
+            .engine
+            .replica()
+            .nodes
+            .get(&me)
+            .map(|r| r.iface_trouble.clone())
+            .unwrap_or_default();
+        if trouble != current {
             if !trouble.is_empty() {
-                tracing::warn!(why = ?trouble, "this machine cannot hold addresses");
+                tracing::warn!(why = ?trouble, "this machine cannot hold the addresses on these interfaces");
             }
-            self.engine.update_own(now, |r| {
-                r.unhealthy.retain(|u| !old.contains(u));
-                r.unhealthy.extend(trouble);
-            });
+            self.engine.update_own(now, |r| r.iface_trouble = trouble);
         }
     }
 
@@ -558,7 +561,14 @@ impl Shell {
                     Admin::Down => "down",
                 }
                 .into(),
-                ineligible: el.why_not.get(&n.id).cloned().unwrap_or_default(),
+                ineligible: el
+                    .why_not
+                    .get(&n.id)
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(n.iface_trouble.iter().map(|(i, why)| format!("{i}: {why}")))
+                    .collect(),
             })
             .collect();
         let alloc = self.engine.allocation();

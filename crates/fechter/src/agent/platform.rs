@@ -30,9 +30,12 @@ pub trait Platform {
     /// Executes one action of a reconciliation plan. Removing an absent
     /// address succeeds.
     fn execute(&mut self, action: &Action) -> impl Future<Output = Result<(), String>>;
-    /// Interfaces named by addresses that this machine cannot use (missing,
-    /// down, no carrier), with the reason.
-    fn unusable(&mut self, ifaces: &BTreeSet<String>) -> impl Future<Output = Vec<String>>;
+    /// Which of `ifaces` this machine cannot use (missing, down, no
+    /// carrier), each with the reason.
+    fn unusable(
+        &mut self,
+        ifaces: &BTreeSet<String>,
+    ) -> impl Future<Output = Vec<(String, String)>>;
     /// The stream of machine events (taken once).
     fn events(&mut self) -> Option<mpsc::Receiver<PlatformEvent>>;
 }
@@ -104,12 +107,12 @@ impl Platform for RecordingPlatform {
         Ok(())
     }
 
-    async fn unusable(&mut self, ifaces: &BTreeSet<String>) -> Vec<String> {
+    async fn unusable(&mut self, ifaces: &BTreeSet<String>) -> Vec<(String, String)> {
         let s = self.state.lock().expect("lock");
         ifaces
             .iter()
             .filter(|i| s.down_ifaces.contains(*i))
-            .map(|i| format!("link {i}"))
+            .map(|i| (i.clone(), "link down".to_string()))
             .collect()
     }
 
