@@ -14,6 +14,8 @@
 //! lease_ms = 2000          # kernel lease of an installed address
 //! renew_ms = 500           # how often held addresses are renewed
 //! drain_timeout_ms = 5000  # SIGTERM: how long to wait for hand-offs
+//! announce_burst_ms = [0, 100, 500, 2000]  # GARP/NA after a takeover
+//! announce_refresh_ms = 0  # re-announce held addresses this often (0: never)
 //!
 //! [timings]                # see fechter_cluster::engine::Timings
 //! heartbeat_interval = 15
@@ -50,6 +52,8 @@ pub struct AgentFile {
     pub lease_ms: Option<u64>,
     pub renew_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
+    pub announce_burst_ms: Option<Vec<u64>>,
+    pub announce_refresh_ms: Option<u64>,
     pub timings: Option<Timings>,
 }
 
@@ -133,6 +137,21 @@ pub fn resolve(
     if let Some(ms) = file.drain_timeout_ms {
         settings.drain_timeout = Duration::from_millis(ms);
     }
+    if let Some(v) = file.announce_burst_ms {
+        if v.is_empty() {
+            return Err(
+                "announce_burst_ms must list at least one offset (0 announces at once)".into(),
+            );
+        }
+        let mut v: Vec<Duration> = v.into_iter().map(Duration::from_millis).collect();
+        v.sort();
+        v.dedup();
+        settings.announce_burst = v;
+    }
+    settings.announce_refresh = match file.announce_refresh_ms {
+        None | Some(0) => None,
+        Some(ms) => Some(Duration::from_millis(ms)),
+    };
     check(&settings)?;
     Ok(Resolved {
         settings,
@@ -225,6 +244,8 @@ dry_run = true
 lease_ms = 3000
 renew_ms = 700
 drain_timeout_ms = 1000
+announce_burst_ms = [0, 50]
+announce_refresh_ms = 30000
 [timings]
 heartbeat_interval = 20
 heartbeat_timeout = 90
@@ -242,6 +263,11 @@ heartbeat_timeout = 90
         assert_eq!(r.settings.lease, Duration::from_secs(3));
         assert_eq!(r.settings.renew_every, Duration::from_millis(700));
         assert_eq!(r.settings.drain_timeout, Duration::from_secs(1));
+        assert_eq!(
+            r.settings.announce_burst,
+            vec![Duration::ZERO, Duration::from_millis(50)]
+        );
+        assert_eq!(r.settings.announce_refresh, Some(Duration::from_secs(30)));
         assert_eq!(
             r.settings.timings.heartbeat_interval,
             Duration::from_millis(20)

@@ -52,6 +52,10 @@ pub struct Settings {
     pub renew_every: Duration,
     /// On SIGTERM, how long to wait for the addresses to be handed off.
     pub drain_timeout: Duration,
+    /// When a takeover's announcements go out, from the moment of install.
+    pub announce_burst: Vec<Duration>,
+    /// Announce every held address again this often (`None`: never).
+    pub announce_refresh: Option<Duration>,
 }
 
 impl Settings {
@@ -66,6 +70,8 @@ impl Settings {
             lease: Duration::from_secs(2),
             renew_every: Duration::from_millis(500),
             drain_timeout: Duration::from_secs(5),
+            announce_burst: [0, 100, 500, 2000].map(Duration::from_millis).to_vec(),
+            announce_refresh: None,
         }
     }
 }
@@ -155,6 +161,7 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
     let mut reconcile_due = true;
     let mut links_due = true;
     let mut next_renew = mono() + settings.renew_every;
+    let mut last_refresh = mono();
     let mut draining: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
@@ -212,6 +219,15 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
                     next_renew = t + settings.renew_every;
                     reconcile_due = true;
                     links_due = true;
+                }
+                if let Some(every) = settings.announce_refresh
+                    && t.saturating_duration_since(last_refresh) >= every
+                {
+                    // Periodic refresh: forget what was announced, so the next
+                    // reconcile announces every held address again.
+                    last_refresh = t;
+                    shell.announced.clear();
+                    reconcile_due = true;
                 }
             }
             Some((req, reply)) = control.recv() => {
