@@ -48,9 +48,9 @@ pub struct Duty {
     pub suspected: BTreeMap<NodeId, Instant>,
     /// Leader: since when each node is continuously alive, up and healthy.
     pub candidate_since: BTreeMap<NodeId, Instant>,
-    /// Addresses whose receiver confirmed a hand-off.
-    pub handoff_done: BTreeSet<AddrSpec>,
-    /// Hand-offs this node already confirmed (not to resend every time).
+    /// Addresses whose new holder confirmed it has them: spec → that holder.
+    pub handoff_done: BTreeMap<AddrSpec, NodeId>,
+    /// Addresses this node confirmed holding (not to resend every time).
     pub confirmed: BTreeSet<AddrSpec>,
     /// The allocation this node acts on: the table with takeovers and
     /// confirmed hand-offs applied.
@@ -59,37 +59,71 @@ pub struct Duty {
     pub eligibility: Eligibility,
     /// Who this node recognises as leader.
     pub leader: Option<NodeId>,
+    /// Leader: after a takeover, wait until then before publishing, so the
+    /// other standbys' takeover notices arrive and the next table builds on
+    /// them (several holders may fail at once).
+    pub hold_publish_until: Option<Instant>,
 }
 
 impl Duty {
     /// Recomputes the allocation this node acts on. Returns whether it changed.
-    pub fn refresh_effective(&mut self, replica: &Replica) -> bool {
+    ///
+    /// - standby takeovers apply;
+    /// - a hand-off whose new holder confirmed ends;
+    /// - **implicit hand-off**: an address this node serves and that the
+    ///   table now gives to another live node stays here (as giver) until
+    ///   that node confirms it has it, even if the table does not say so
+    ///   (the leader may have decided on stale knowledge, e.g. two failures
+    ///   at once), unless it was *taken* from this node (then it goes at once);
+    /// - `fenced`: without quorum this node holds nothing.
+    pub fn refresh_effective(
+        &mut self,
+        replica: &Replica,
+        me: &NodeId,
+        fenced: bool,
+        alive: impl Fn(&NodeId) -> bool,
+    ) -> bool {
         let table = replica.table.as_ref().map(|t| &t.allocation);
-        // Takeovers that the table no longer needs (the leader caught up, or
-        // moved the addresses elsewhere) are dropped.
         if let Some(t) = table {
+            // Takeovers that the table no longer needs (the leader caught
+            // up, or moved the addresses elsewhere) are dropped.
             self.takeovers.retain(|(h, s)| {
                 t.placements
                     .values()
                     .any(|p| &p.holder == h && p.standby.as_ref() == Some(s))
             });
-            self.handoff_done.retain(|spec| {
-                t.placements
-                    .get(spec)
-                    .is_some_and(|p| p.handoff_from.is_some())
-            });
-            self.confirmed.retain(|spec| {
-                t.placements
-                    .get(spec)
-                    .is_some_and(|p| p.handoff_from.is_some())
-            });
+            self.handoff_done
+                .retain(|spec, by| t.holder(spec) == Some(by));
+            self.confirmed.retain(|spec| t.holder(spec) == Some(me));
         }
         let mut eff = table.map_or_else(Allocation::default, |t| {
             failover::apply_takeovers(t, &self.takeovers)
         });
-        for spec in &self.handoff_done {
-            if let Some(p) = eff.placements.get_mut(spec) {
+        for (spec, p) in eff.placements.iter_mut() {
+            if self.handoff_done.get(spec) == Some(&p.holder) {
                 p.handoff_from = None;
+                continue;
+            }
+            let served_here = self
+                .effective
+                .placements
+                .get(spec)
+                .is_some_and(|q| q.holder == *me || q.handoff_from.as_ref() == Some(me));
+            if p.holder != *me
+                && p.handoff_from.is_none()
+                && served_here
+                && alive(&p.holder)
+                && !self.takeovers.contains(&(me.clone(), p.holder.clone()))
+            {
+                p.handoff_from = Some(me.clone());
+            }
+        }
+        if fenced {
+            eff.placements.retain(|_, p| p.holder != *me);
+            for p in eff.placements.values_mut() {
+                if p.handoff_from.as_ref() == Some(me) {
+                    p.handoff_from = None;
+                }
             }
         }
         let changed = eff != self.effective;
@@ -129,19 +163,37 @@ impl Duty {
         new
     }
 
-    /// Records a takeover reported by `by` against table `meta`.
+    /// Records a takeover reported by `by` (made against table `_meta`):
+    /// it applies while the followed table still has `holder` holding
+    /// addresses with `by` as standby.
     pub fn takeover_reported(
         &mut self,
         holder: NodeId,
         by: NodeId,
-        meta: &TableMeta,
+        _meta: &TableMeta,
         table: Option<&Table>,
         now: Instant,
+        settle: Duration,
     ) {
-        if table.is_some_and(|t| &t.meta == meta) {
+        let applies = table.is_some_and(|t| {
+            t.allocation
+                .placements
+                .values()
+                .any(|p| p.holder == holder && p.standby.as_ref() == Some(&by))
+        });
+        if applies {
             self.takeovers.insert((holder.clone(), by));
         }
-        self.suspected.insert(holder, now);
+        self.suspect(holder, now, settle);
+    }
+
+    /// Keeps `holder` ineligible for the quarantine, and holds the leader's
+    /// next publication for `settle` so that concurrent takeovers are known.
+    pub fn suspect(&mut self, holder: NodeId, now: Instant, settle: Duration) {
+        if self.suspected.insert(holder, now).is_none() {
+            let until = now + settle;
+            self.hold_publish_until = Some(self.hold_publish_until.map_or(until, |t| t.max(until)));
+        }
     }
 }
 
@@ -229,6 +281,10 @@ impl Duty {
         if self.leader.as_ref() != Some(me) || (same && !force) {
             return LeaderDecision { publish: None };
         }
+        if self.hold_publish_until.is_some_and(|t| now < t) {
+            // Re-evaluated when the hold ends (see the engine's heartbeat tick).
+            return LeaderDecision { publish: None };
+        }
         let assignable = replica.addresses.assignable();
         let usable = |n: &NodeId, iface: &str| {
             replica
@@ -242,7 +298,8 @@ impl Duty {
             usable,
             &previous,
         );
-        let next = failover::mark_handoffs(&previous, next, is_alive, &self.handoff_done);
+        let done = |spec: &AddrSpec, holder: &NodeId| self.handoff_done.get(spec) == Some(holder);
+        let next = failover::mark_handoffs(&previous, next, is_alive, done);
         let current = replica.table.as_ref();
         let unchanged = current.is_some_and(|t| t.meta.leader == *me && t.allocation == next);
         if unchanged {

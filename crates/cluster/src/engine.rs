@@ -132,6 +132,16 @@ pub struct Timings {
     /// How often the leader re-evaluates eligibility (maturity, quarantine).
     #[serde(with = "ms")]
     pub leader_tick: Duration,
+    /// Quorum: how long a node may see no majority before it releases its
+    /// addresses (self-fencing). Must be shorter than `heartbeat_timeout`, the
+    /// time the majority side waits before taking them.
+    #[serde(with = "ms")]
+    pub fence_after: Duration,
+    /// Quorum: after a fence longer than `heartbeat_timeout`, how long a node
+    /// that sees a majority again waits (learning the current table and
+    /// takeovers) before it holds addresses again.
+    #[serde(with = "ms")]
+    pub rejoin_hold: Duration,
 }
 
 impl Timings {
@@ -163,6 +173,8 @@ impl Default for Timings {
             quarantine: Duration::from_secs(5),
             lead_grace: Duration::from_secs(1),
             leader_tick: Duration::from_millis(100),
+            fence_after: Duration::from_millis(35),
+            rejoin_hold: Duration::from_secs(1),
         }
     }
 }
@@ -189,6 +201,22 @@ pub struct EngineConfig {
     pub timings: Timings,
     /// Largest plaintext packet (the seal's payload limit).
     pub max_packet: usize,
+    /// Whether a node must see a majority to hold addresses.
+    pub quorum: Quorum,
+}
+
+/// The quorum rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Quorum {
+    /// A node holds addresses only while it hears (heartbeats) a strict
+    /// majority of the nodes it knows, itself included. In a two-node
+    /// cluster a node alone keeps quorum while its gateway answers (see
+    /// [`Engine::set_witness`]), or when no gateway is configured.
+    #[default]
+    Majority,
+    /// No quorum: every side of a partition serves (duplicates possible).
+    Off,
 }
 
 /// A datagram to send (plaintext: the shell seals it).
@@ -219,6 +247,10 @@ pub enum Event {
     },
     /// This node published a table (it leads).
     Published(TableMeta),
+    /// This node lost quorum and released its addresses.
+    Fenced,
+    /// This node sees a majority again and may hold addresses.
+    Unfenced,
 }
 
 /// Dropped packets, by reason. Drops never change state.
@@ -371,6 +403,22 @@ pub struct Engine {
     /// Something the leader decides on changed since its last evaluation.
     dirty: bool,
     last_takeover_notice: Option<Instant>,
+    fence: Fence,
+    /// Two-node tie-breaker: does this node's gateway answer (`None`: no
+    /// gateway configured)?
+    witness: Option<bool>,
+}
+
+/// Quorum bookkeeping of this node.
+#[derive(Debug, Clone, Copy)]
+struct Fence {
+    /// When a majority was last heard.
+    last_quorate: Instant,
+    /// When the majority was last heard before the current fence.
+    lost_at: Instant,
+    fenced: bool,
+    /// While fenced but quorate again: holds nothing until then.
+    hold_until: Option<Instant>,
 }
 
 impl Engine {
@@ -420,6 +468,13 @@ impl Engine {
             started: now.at,
             dirty: true,
             last_takeover_notice: None,
+            fence: Fence {
+                last_quorate: now.at,
+                lost_at: now.at,
+                fenced: false,
+                hold_until: None,
+            },
+            witness: None,
         };
         e.announce_to_seeds(now);
         e.schedule(now.at + e.cfg.timings.join_retry, TimerKind::Announce);
@@ -479,49 +534,39 @@ impl Engine {
     }
 
     /// The shell installed and announced `installed` (its record after a
-    /// reconcile): confirms pending hand-offs to their givers and the leader.
+    /// reconcile): tells every member which addresses this node now holds,
+    /// so that their givers (planned or implicit hand-offs) let go.
     pub fn confirm_installed(&mut self, now: Now, installed: &BTreeSet<AddrSpec>) {
         let me = self.cfg.me.node.clone();
-        let to_confirm: Vec<(NodeId, Vec<AddrSpec>)> =
-            fechter_core::failover::handoffs_to_confirm(&me, &self.duty.effective, installed)
-                .into_iter()
-                .map(|(g, specs)| {
-                    let fresh: Vec<AddrSpec> = specs
-                        .into_iter()
-                        .filter(|s| !self.duty.confirmed.contains(*s))
-                        .cloned()
-                        .collect();
-                    (g.clone(), fresh)
-                })
-                .filter(|(_, v)| !v.is_empty())
-                .collect();
-        for (giver, specs) in to_confirm {
-            self.duty.confirmed.extend(specs.iter().cloned());
+        let fresh: Vec<AddrSpec> = self
+            .duty
+            .effective
+            .placements
+            .iter()
+            .filter(|(s, p)| p.holder == me && installed.contains(*s))
+            .filter(|(s, _)| !self.duty.confirmed.contains(*s))
+            .map(|(s, _)| s.clone())
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        for chunk in fresh.chunks(32) {
             let payload = wire::encode(&Packet::HandoffDone {
                 by: me.clone(),
-                specs: specs.clone(),
+                specs: chunk.to_vec(),
             });
-            let mut targets: Vec<SocketAddr> = Vec::new();
-            for n in [Some(&giver), self.duty.leader.as_ref()]
-                .into_iter()
-                .flatten()
-            {
-                if let Some(m) = self.members.get(n) {
-                    targets.push(m.addr);
-                }
-            }
-            targets.dedup();
-            for to in targets {
+            for m in self.members.values() {
                 self.out.push_back(Transmit {
-                    to,
+                    to: m.addr,
                     payload: payload.clone(),
                 });
             }
-            if self.duty.leader.as_ref() == Some(&me) {
-                self.duty.handoff_done.extend(specs);
-                self.dirty = true;
-            }
         }
+        for s in fresh {
+            self.duty.confirmed.insert(s.clone());
+            self.duty.handoff_done.insert(s, me.clone());
+        }
+        self.dirty = true;
         self.settle(now);
     }
 
@@ -574,18 +619,36 @@ impl Engine {
                 }
             }
             Packet::Heartbeat { from, .. } => {
+                let was_silent = self.duty.last_heard.get(&from).is_none_or(|t| {
+                    now.at.saturating_duration_since(*t) > self.cfg.timings.heartbeat_timeout
+                });
+                let me = &self.cfg.me.node;
+                if was_silent && self.duty.takeovers.contains(&(from.clone(), me.clone())) {
+                    // A holder we took over from is heard again: tell it at
+                    // once, so it does not serve the addresses beside us.
+                    self.send_takeover_notices(now);
+                }
                 self.duty.last_heard.insert(from, now.at);
                 return; // the hot path: nothing else to settle
             }
             Packet::Takeover { holder, by, table } => {
                 let s = self.shared.borrow();
-                self.duty
-                    .takeover_reported(holder, by, &table, s.replica.table.as_ref(), now.at);
+                let settle = self.cfg.timings.heartbeat_interval * 2;
+                self.duty.takeover_reported(
+                    holder,
+                    by,
+                    &table,
+                    s.replica.table.as_ref(),
+                    now.at,
+                    settle,
+                );
                 drop(s);
                 self.dirty = true;
             }
-            Packet::HandoffDone { specs, .. } => {
-                self.duty.handoff_done.extend(specs);
+            Packet::HandoffDone { by, specs } => {
+                for s in specs {
+                    self.duty.handoff_done.insert(s, by.clone());
+                }
                 self.dirty = true;
             }
         }
@@ -788,7 +851,7 @@ impl Engine {
                 me: &me,
                 replica: &s.replica,
                 alive: &alive,
-                i_can_lead: synced && !leaving,
+                i_can_lead: synced && !leaving && !self.fence.fenced,
                 now: now.at,
                 timings: &timings,
                 force,
@@ -803,7 +866,11 @@ impl Engine {
         }
         let changed = {
             let s = self.shared.borrow();
-            self.duty.refresh_effective(&s.replica)
+            let members = &self.members;
+            self.duty
+                .refresh_effective(&s.replica, &me, self.fence.fenced, |n| {
+                    members.contains_key(n)
+                })
         };
         if changed {
             self.events.push_back(Event::AllocationChanged);
@@ -842,6 +909,10 @@ impl Engine {
                 payload: hb.clone(),
             });
         }
+        self.check_quorum(now);
+        if self.fence.fenced {
+            return;
+        }
         let me = self.cfg.me.node.clone();
         let new = {
             let s = self.shared.borrow();
@@ -852,15 +923,118 @@ impl Engine {
                 self.cfg.timings.heartbeat_timeout,
             )
         };
+        if self.duty.hold_publish_until.is_some_and(|t| now.at >= t) {
+            self.duty.hold_publish_until = None;
+            self.dirty = true;
+        }
         if !new.is_empty() {
+            let settle = self.cfg.timings.heartbeat_interval * 2;
             for h in &new {
-                self.duty.suspected.insert(h.clone(), now.at);
+                self.duty.suspect(h.clone(), now.at, settle);
                 self.events.push_back(Event::TookOver { holder: h.clone() });
             }
             self.send_takeover_notices(now);
             self.dirty = true;
+        }
+        if self.dirty {
             self.settle(now);
         }
+    }
+
+    /// When this node last heard a strict majority of the nodes it knows
+    /// (itself included): the latest instant at which enough peers had sent
+    /// a heartbeat. `now` when no peer is needed.
+    fn majority_heard_at(&self, now: Now) -> Option<Instant> {
+        if self.cfg.quorum == Quorum::Off {
+            return Some(now.at);
+        }
+        let s = self.shared.borrow();
+        let me = &self.cfg.me.node;
+        let known = s.replica.nodes.len().max(1);
+        // Two nodes: alone, the gateway is the tie-breaker; without a
+        // gateway configured a lone node keeps serving (no split-brain
+        // protection: documented).
+        if known == 2 && self.witness != Some(false) {
+            return Some(now.at);
+        }
+        let need = known / 2; // peers needed: (need + 1) * 2 > known
+        if need == 0 {
+            return Some(now.at);
+        }
+        let mut heard: Vec<Instant> = s
+            .replica
+            .nodes
+            .keys()
+            .filter(|n| *n != me)
+            .filter_map(|n| self.duty.last_heard.get(n).copied())
+            .collect();
+        heard.sort_unstable_by(|a, b| b.cmp(a));
+        heard.get(need - 1).copied()
+    }
+
+    /// Fences this node once no majority has been heard for `fence_after`
+    /// (before the majority's standbys act, after `heartbeat_timeout`), and
+    /// lifts the fence when one is heard again: at once after a short loss,
+    /// after `rejoin_hold` after a long one, when the majority may have taken
+    /// its addresses and it must first learn the current table.
+    fn check_quorum(&mut self, now: Now) {
+        let t = self.cfg.timings.clone();
+        let seen = self.majority_heard_at(now);
+        let quiet = seen.map_or(Duration::MAX, |s| now.at.saturating_duration_since(s));
+        if quiet < t.fence_after {
+            if let Some(s) = seen {
+                self.fence.last_quorate = s;
+            }
+            if self.fence.fenced {
+                let silence = now.at.saturating_duration_since(self.fence.lost_at);
+                let lift = match self.fence.hold_until {
+                    Some(h) => now.at >= h,
+                    None if silence < t.heartbeat_timeout => true,
+                    None => {
+                        self.fence.hold_until = Some(now.at + t.rejoin_hold);
+                        // Learn the current table and takeovers quickly.
+                        let peers: Vec<SocketAddr> =
+                            self.members.values().map(|m| m.addr).collect();
+                        for p in peers {
+                            self.send_digest(p, false);
+                        }
+                        false
+                    }
+                };
+                if lift {
+                    self.fence.fenced = false;
+                    self.fence.hold_until = None;
+                    self.events.push_back(Event::Unfenced);
+                    self.dirty = true;
+                    self.settle(now);
+                }
+            }
+        } else if !self.fence.fenced
+            && now.at.saturating_duration_since(self.started) >= t.lead_grace
+        {
+            // (Not in the first moments after start, while this node is
+            // still learning who the members are and holds nothing.)
+            self.fence.fenced = true;
+            self.fence.hold_until = None;
+            self.fence.lost_at = seen.unwrap_or(self.fence.last_quorate);
+            self.events.push_back(Event::Fenced);
+            self.dirty = true;
+            self.settle(now);
+        } else {
+            // Still no majority: any earlier rejoin countdown starts over.
+            self.fence.hold_until = None;
+        }
+    }
+
+    /// Two-node clusters: whether this node's gateway answers (`None`: no
+    /// gateway configured). A node alone keeps quorum only with `Some(true)`.
+    pub fn set_witness(&mut self, witness: Option<bool>) {
+        self.witness = witness;
+    }
+
+    /// Whether this node has released its addresses for lack of quorum.
+    pub fn fenced(&self) -> bool {
+        self.fence.fenced
     }
 
     fn send_takeover_notices(&mut self, now: Now) {

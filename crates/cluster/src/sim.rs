@@ -14,7 +14,7 @@ use fechter_core::{AddrSpec, NodeId};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::engine::{Engine, EngineConfig, Event, Id, Now, Timings};
+use crate::engine::{Engine, EngineConfig, Event, Id, Now, Quorum, Timings};
 
 /// One simulated datagram in flight.
 #[derive(Debug, Clone)]
@@ -41,6 +41,7 @@ pub struct Sim {
     /// Probability (0..1) that a datagram is lost.
     pub loss: f64,
     pub timings: Timings,
+    pub quorum: Quorum,
     /// Bytes sent per node, for bandwidth figures.
     pub sent_bytes: BTreeMap<NodeId, u64>,
     pub log: Vec<(Duration, NodeId, Event)>,
@@ -82,6 +83,7 @@ impl Sim {
             latency: Duration::from_micros(200),
             loss: 0.0,
             timings,
+            quorum: Quorum::default(),
             sent_bytes: BTreeMap::new(),
             log: Vec::new(),
             actions: Vec::new(),
@@ -121,6 +123,7 @@ impl Sim {
             seeds,
             timings: self.timings.clone(),
             max_packet: MAX_PACKET,
+            quorum: self.quorum,
         };
         let seed = self.rng.random::<u64>();
         let engine = Engine::new(cfg, replica, seed, self.wall());

@@ -155,13 +155,13 @@ pub fn apply_takeovers(alloc: &Allocation, taken: &BTreeSet<(NodeId, NodeId)>) -
 /// Marks planned moves for make-before-break: an address whose holder
 /// changes from a node that is still `alive` gets `handoff_from` = that node,
 /// which keeps it until the receiver confirmed. A pending hand-off in
-/// `previous` to the same receiver is kept while its giver is alive and not
-/// in `done` (confirmed).
+/// `previous` to the same receiver is kept while its giver is alive and the
+/// receiver has not confirmed (`done(spec, receiver)`).
 pub fn mark_handoffs(
     previous: &Allocation,
     mut next: Allocation,
     alive: impl Fn(&NodeId) -> bool,
-    done: &BTreeSet<AddrSpec>,
+    done: impl Fn(&AddrSpec, &NodeId) -> bool,
 ) -> Allocation {
     for (spec, p) in next.placements.iter_mut() {
         let Some(prev) = previous.placements.get(spec) else {
@@ -172,28 +172,9 @@ pub fn mark_handoffs(
         } else {
             prev.handoff_from.clone()
         };
-        p.handoff_from = giver.filter(|g| *g != p.holder && alive(g) && !done.contains(spec));
+        p.handoff_from = giver.filter(|g| *g != p.holder && alive(g) && !done(spec, &p.holder));
     }
     next
-}
-
-/// The hand-offs a node must confirm: addresses it holds in `alloc` with a
-/// giver waiting, which it has installed and announced (`installed`).
-pub fn handoffs_to_confirm<'a>(
-    me: &NodeId,
-    alloc: &'a Allocation,
-    installed: &BTreeSet<AddrSpec>,
-) -> BTreeMap<&'a NodeId, Vec<&'a AddrSpec>> {
-    let mut out: BTreeMap<&NodeId, Vec<&AddrSpec>> = BTreeMap::new();
-    for (spec, p) in &alloc.placements {
-        if p.holder == *me
-            && installed.contains(spec)
-            && let Some(g) = &p.handoff_from
-        {
-            out.entry(g).or_default().push(spec);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -337,8 +318,8 @@ mod tests {
         let before = allocate(&addrs, &nodes, &Allocation::default());
         // `a` goes down (alive): its addresses move to b with a as giver.
         let after = allocate(&addrs, &nodes[1..], &before);
-        let none = BTreeSet::new();
-        let marked = mark_handoffs(&before, after.clone(), |_| true, &none);
+        let none = |_: &AddrSpec, _: &NodeId| false;
+        let marked = mark_handoffs(&before, after.clone(), |_| true, none);
         for (s, p) in &marked.placements {
             let was = before.holder(s).unwrap();
             if *was == nodes[0] {
@@ -348,7 +329,7 @@ mod tests {
             }
         }
         // A dead giver is not waited for.
-        let dead = mark_handoffs(&before, after.clone(), |n| *n != nodes[0], &none);
+        let dead = mark_handoffs(&before, after.clone(), |n| *n != nodes[0], none);
         assert!(dead.placements.values().all(|p| p.handoff_from.is_none()));
         // Confirmed hand-offs are dropped; pending ones are kept on republish.
         let done: BTreeSet<AddrSpec> = marked

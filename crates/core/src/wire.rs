@@ -56,8 +56,8 @@ pub enum Packet {
         by: NodeId,
         table: TableMeta,
     },
-    /// A receiver to the giver and the leader: "I installed and announced
-    /// these addresses; you may let them go."
+    /// A holder to every member: "I installed and announced these
+    /// addresses; whoever still serves them may let them go."
     HandoffDone { by: NodeId, specs: Vec<AddrSpec> },
 }
 

@@ -16,6 +16,7 @@
 //! drain_timeout_ms = 5000  # SIGTERM: how long to wait for hand-offs
 //! announce_burst_ms = [0, 100, 500, 2000]  # GARP/NA after a takeover
 //! announce_refresh_ms = 0  # re-announce held addresses this often (0: never)
+//! quorum = "majority"      # or "off": hold addresses only while seeing a majority
 //!
 //! [timings]                # see fechter_cluster::engine::Timings
 //! heartbeat_interval = 15
@@ -26,7 +27,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fechter_cluster::engine::Timings;
+use fechter_cluster::engine::{Quorum, Timings};
 use fechter_core::NodeId;
 use serde::Deserialize;
 
@@ -54,6 +55,7 @@ pub struct AgentFile {
     pub drain_timeout_ms: Option<u64>,
     pub announce_burst_ms: Option<Vec<u64>>,
     pub announce_refresh_ms: Option<u64>,
+    pub quorum: Option<Quorum>,
     pub timings: Option<Timings>,
 }
 
@@ -148,6 +150,9 @@ pub fn resolve(
         v.dedup();
         settings.announce_burst = v;
     }
+    if let Some(q) = file.quorum {
+        settings.quorum = q;
+    }
     settings.announce_refresh = match file.announce_refresh_ms {
         None | Some(0) => None,
         Some(ms) => Some(Duration::from_millis(ms)),
@@ -198,6 +203,13 @@ fn check(s: &Settings) -> Result<(), String> {
             return Err(format!("timings.{name} must be positive"));
         }
     }
+    if t.fence_after.is_zero() || t.fence_after >= t.heartbeat_timeout {
+        return Err(format!(
+            "timings.fence_after ({}) must be positive and shorter than timings.heartbeat_timeout ({}), so a node without quorum lets go before the majority takes over",
+            t.fence_after.as_millis(),
+            t.heartbeat_timeout.as_millis()
+        ));
+    }
     if t.probe_rtt >= t.probe_period {
         return Err("timings.probe_rtt must be shorter than timings.probe_period".into());
     }
@@ -246,6 +258,7 @@ renew_ms = 700
 drain_timeout_ms = 1000
 announce_burst_ms = [0, 50]
 announce_refresh_ms = 30000
+quorum = "off"
 [timings]
 heartbeat_interval = 20
 heartbeat_timeout = 90
@@ -268,6 +281,7 @@ heartbeat_timeout = 90
             vec![Duration::ZERO, Duration::from_millis(50)]
         );
         assert_eq!(r.settings.announce_refresh, Some(Duration::from_secs(30)));
+        assert_eq!(r.settings.quorum, Quorum::Off);
         assert_eq!(
             r.settings.timings.heartbeat_interval,
             Duration::from_millis(20)

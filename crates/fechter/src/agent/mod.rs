@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use fechter_cluster::engine::{Engine, EngineConfig, Event, Id, Now, Timings};
+use fechter_cluster::engine::{Engine, EngineConfig, Event, Id, Now, Quorum, Timings};
 use fechter_cluster::persist::{DataDir, PersistError};
 use fechter_cluster::seal::{MAX_PAYLOAD_LEN, Opener, Sealer};
 use fechter_core::reconcile::{Action, LocalView, installed_after, plan};
@@ -56,6 +56,8 @@ pub struct Settings {
     pub announce_burst: Vec<Duration>,
     /// Announce every held address again this often (`None`: never).
     pub announce_refresh: Option<Duration>,
+    /// Whether a node must see a majority to hold addresses.
+    pub quorum: Quorum,
 }
 
 impl Settings {
@@ -72,6 +74,7 @@ impl Settings {
             drain_timeout: Duration::from_secs(5),
             announce_burst: [0, 100, 500, 2000].map(Duration::from_millis).to_vec(),
             announce_refresh: None,
+            quorum: Quorum::Majority,
         }
     }
 }
@@ -138,6 +141,7 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
         seeds: settings.seeds.clone(),
         timings: settings.timings.clone(),
         max_packet: MAX_PAYLOAD_LEN,
+        quorum: settings.quorum,
     };
     let now = |clock: &C| Now {
         at: mono(),
@@ -327,6 +331,10 @@ impl Shell {
                     )
                 }
                 Event::AllocationChanged => realloc = true,
+                Event::Fenced => {
+                    tracing::warn!("no quorum: released every address (self-fenced)")
+                }
+                Event::Unfenced => tracing::info!("quorum regained"),
                 Event::StateChanged => {
                     if self.save_due.is_none() && self.wanted() != self.saved {
                         self.save_due = Some(mono() + PERSIST_DELAY);
@@ -619,6 +627,12 @@ impl Shell {
             }
         }
         let mut notes = Vec::new();
+        if self.engine.fenced() {
+            notes.push(
+                "no quorum: this node sees no majority of the cluster and holds nothing"
+                    .to_string(),
+            );
+        }
         if el.fail_static {
             notes.push(
                 "fail-static: no up node is healthy, so addresses stay where they are".to_string(),

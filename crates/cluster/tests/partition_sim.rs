@@ -1,0 +1,199 @@
+//! Partitions with quorum (deterministic simulation, recording platform):
+//! the minority side always releases, the majority side serves, the two
+//! sides never hold the same address at the same time, and after the heal
+//! one holder remains with no manual action.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use fechter_cluster::engine::{Event, Timings};
+use fechter_cluster::sim::Sim;
+use fechter_core::replica::Admin;
+use fechter_core::{AddrSpec, NodeId};
+
+fn spec(i: u32) -> AddrSpec {
+    format!("eth0:198.18.0.{}/24", 10 + i).parse().unwrap()
+}
+
+fn id(s: &str) -> NodeId {
+    NodeId::new(s)
+}
+
+/// A cluster of `n` up nodes holding `addrs` addresses, settled.
+fn serving(seed: u64, n: usize, addrs: u32) -> Sim {
+    let mut sim = Sim::cluster(seed, n, Timings::default());
+    sim.run_until_cond(Duration::from_secs(10), |s| {
+        s.converged_membership() && s.converged_state()
+    })
+    .expect("formed");
+    let now = sim.now();
+    for i in 0..addrs {
+        sim.engine_mut("n0").add_address(now, spec(i)).unwrap();
+    }
+    for i in 0..n {
+        let now = sim.now();
+        sim.engine_mut(&format!("n{i}"))
+            .update_own(now, |r| r.admin = Admin::Up);
+    }
+    sim.run_until_cond(Duration::from_secs(10), |s| settled(s, addrs as usize))
+        .expect("settled");
+    sim.run_for(Duration::from_secs(1));
+    sim
+}
+
+fn settled(s: &Sim, n: usize) -> bool {
+    let h = s.holders();
+    h.len() == n && h.values().all(|v| v.len() == 1)
+}
+
+/// Runs, failing when an address is on machines of both sides of the
+/// partition at once (`minority` vs the rest), or on two machines of one
+/// side outside a make-before-break hand-off.
+fn run_strict(
+    sim: &mut Sim,
+    minority: &[&str],
+    limit: Duration,
+    done: impl Fn(&Sim) -> bool,
+) -> Option<Duration> {
+    let bad = RefCell::new(None);
+    let took = sim.run_until_cond(limit, |s| {
+        for (a, on) in s.duplicates() {
+            let small = on.iter().filter(|n| minority.contains(&n.as_str())).count();
+            let both_sides = small > 0 && small < on.len();
+            if both_sides || !s.is_handoff(&a, &on, Duration::from_millis(20)) {
+                bad.borrow_mut()
+                    .get_or_insert(format!("{a} on {on:?} at {:?}", s.now - s.start));
+                return true;
+            }
+        }
+        done(s)
+    });
+    if let Some(b) = bad.into_inner() {
+        panic!("two holders at once: {b}");
+    }
+    took
+}
+
+#[test]
+fn a_detached_holder_lets_go_before_the_majority_takes_over() {
+    for seed in [1, 2, 3, 4, 5] {
+        let mut sim = serving(seed, 3, 3);
+        let victim = sim.holders()[&spec(0)][0].clone();
+        let others: Vec<String> = ["n0", "n1", "n2"]
+            .iter()
+            .filter(|n| id(n) != victim)
+            .map(|s| s.to_string())
+            .collect();
+        let other_refs: Vec<&str> = others.iter().map(String::as_str).collect();
+        let t0 = sim.now;
+        sim.partition(&[victim.as_str()], &other_refs);
+        let took = run_strict(&mut sim, &[victim.as_str()], Duration::from_secs(5), |s| {
+            settled(s, 3) && s.nodes[&victim].iface.is_empty()
+        })
+        .expect("the majority serves everything");
+        // The majority side serves every address; the victim fenced itself.
+        assert!(sim.engine(victim.as_str()).fenced());
+        let fenced_at = sim
+            .log
+            .iter()
+            .find(|(t, n, e)| *t >= t0 - sim.start && *n == victim && *e == Event::Fenced)
+            .map(|(t, _, _)| *t)
+            .unwrap();
+        eprintln!(
+            "seed {seed}: victim fenced {:?} after the split; majority serving after {took:?}",
+            fenced_at - (t0 - sim.start)
+        );
+        // Hold the partition a while: still one holder each.
+        run_strict(&mut sim, &[victim.as_str()], Duration::from_secs(3), |_| {
+            false
+        });
+        // Heal: one holder per address, no manual action. (No sides any
+        // more: moving addresses back is a hand-off.)
+        sim.heal();
+        run_strict(&mut sim, &[], Duration::from_secs(10), |s| {
+            settled(s, 3) && !s.engine(victim.as_str()).fenced() && s.converged_membership()
+        })
+        .expect("healed");
+        run_strict(&mut sim, &[], Duration::from_secs(3), |_| false);
+        assert!(settled(&sim, 3));
+    }
+}
+
+#[test]
+fn a_five_node_split_leaves_the_minority_empty() {
+    for seed in [7, 8] {
+        let mut sim = serving(seed, 5, 10);
+        sim.partition(&["n0", "n1", "n2"], &["n3", "n4"]);
+        let minority = ["n3", "n4"];
+        run_strict(&mut sim, &minority, Duration::from_secs(5), |s| {
+            settled(s, 10)
+                && s.nodes[&id("n3")].iface.is_empty()
+                && s.nodes[&id("n4")].iface.is_empty()
+        })
+        .expect("majority serves all");
+        assert!(sim.engine("n3").fenced() && sim.engine("n4").fenced());
+        assert!(!sim.engine("n0").fenced());
+        run_strict(&mut sim, &minority, Duration::from_secs(3), |_| false);
+        sim.heal();
+        run_strict(&mut sim, &[], Duration::from_secs(15), |s| {
+            settled(s, 10) && s.converged_membership() && !s.engine("n3").fenced()
+        })
+        .expect("healed");
+    }
+}
+
+#[test]
+fn two_nodes_split_the_gateway_breaks_the_tie() {
+    let mut sim = serving(21, 2, 2);
+    // n0 reaches its gateway, n1 does not.
+    sim.engine_mut("n0").set_witness(Some(true));
+    sim.engine_mut("n1").set_witness(Some(false));
+    sim.partition(&["n0"], &["n1"]);
+    run_strict(&mut sim, &["n1"], Duration::from_secs(5), |s| {
+        settled(s, 2) && s.nodes[&id("n0")].iface.len() == 2
+    })
+    .expect("n0 serves both");
+    assert!(sim.engine("n1").fenced());
+    sim.heal();
+    run_strict(&mut sim, &[], Duration::from_secs(10), |s| {
+        settled(s, 2) && !s.engine("n1").fenced() && s.converged_membership()
+    })
+    .expect("healed");
+}
+
+#[test]
+fn quorum_off_lets_both_sides_serve() {
+    let mut sim = Sim::new(31, Timings::default());
+    sim.quorum = fechter_cluster::engine::Quorum::Off;
+    for i in 0..3 {
+        sim.start(
+            &format!("n{i}"),
+            fechter_cluster::sim::addr_of(i),
+            vec![fechter_cluster::sim::addr_of(0)],
+        );
+    }
+    sim.run_until_cond(Duration::from_secs(10), |s| {
+        s.converged_membership() && s.converged_state()
+    })
+    .unwrap();
+    let now = sim.now();
+    sim.engine_mut("n0").add_address(now, spec(0)).unwrap();
+    for i in 0..3 {
+        let now = sim.now();
+        sim.engine_mut(&format!("n{i}"))
+            .update_own(now, |r| r.admin = Admin::Up);
+    }
+    sim.run_until_cond(Duration::from_secs(10), |s| settled(s, 1))
+        .unwrap();
+    let victim = sim.holders()[&spec(0)][0].clone();
+    let others: Vec<String> = ["n0", "n1", "n2"]
+        .iter()
+        .filter(|n| id(n) != victim)
+        .map(|s| s.to_string())
+        .collect();
+    let refs: Vec<&str> = others.iter().map(String::as_str).collect();
+    sim.partition(&[victim.as_str()], &refs);
+    // Without quorum the isolated holder keeps it and the majority takes it too.
+    sim.run_until_cond(Duration::from_secs(5), |s| !s.duplicates().is_empty())
+        .expect("both sides serve without quorum");
+}
