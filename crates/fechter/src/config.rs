@@ -17,6 +17,21 @@
 //! announce_burst_ms = [0, 100, 500, 2000]  # GARP/NA after a takeover
 //! announce_refresh_ms = 0  # re-announce held addresses this often (0: never)
 //! quorum = "majority"      # or "off": hold addresses only while seeing a majority
+//! gateway = "198.51.100.254"  # ICMP-checked; unreachable: this node takes no addresses
+//!
+//! [gateway_check]          # defaults shown
+//! interval_ms = 250
+//! timeout_ms = 250
+//! rise = 3
+//! fall = 3
+//!
+//! [[check]]                # like keepalived's vrrp_script; exit 0 passes
+//! name = "web"
+//! command = "curl -fsS http://127.0.0.1/health"
+//! interval_ms = 1000       # defaults: 1000, 2000, 2, 2
+//! timeout_ms = 2000
+//! rise = 2
+//! fall = 2
 //!
 //! [timings]                # see fechter_cluster::engine::Timings
 //! heartbeat_interval = 15
@@ -32,6 +47,7 @@ use fechter_core::NodeId;
 use serde::Deserialize;
 
 use crate::agent::Settings;
+use crate::agent::health::{Check, CheckTiming, Probe};
 use crate::cli::{AgentArgs, DEFAULT_SOCKET, parse_endpoint};
 
 /// The file read when `--config` is not given, if it exists.
@@ -56,7 +72,49 @@ pub struct AgentFile {
     pub announce_burst_ms: Option<Vec<u64>>,
     pub announce_refresh_ms: Option<u64>,
     pub quorum: Option<Quorum>,
+    pub gateway: Option<String>,
+    pub gateway_check: Option<TimingFile>,
+    #[serde(default)]
+    pub check: Vec<CheckFile>,
     pub timings: Option<Timings>,
+}
+
+/// `[gateway_check]`: timing of the gateway check (defaults: 250 ms, 250 ms, rise 3, fall 3).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimingFile {
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+}
+
+/// `[[check]]`: a check script, like keepalived's `vrrp_script`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckFile {
+    pub name: String,
+    /// Run with `sh -c`; exit status 0 passes.
+    pub command: String,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+}
+
+fn timing(
+    base: CheckTiming,
+    interval: Option<u64>,
+    timeout: Option<u64>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+) -> CheckTiming {
+    CheckTiming {
+        interval: interval.map_or(base.interval, Duration::from_millis),
+        timeout: timeout.map_or(base.timeout, Duration::from_millis),
+        rise: rise.unwrap_or(base.rise),
+        fall: fall.unwrap_or(base.fall),
+    }
 }
 
 /// Reads and parses a config file; errors name the file, the line and the key.
@@ -152,6 +210,54 @@ pub fn resolve(
     }
     if let Some(q) = file.quorum {
         settings.quorum = q;
+    }
+    let gateway = match (&args.gateway, &file.gateway) {
+        (Some(g), _) => Some(*g),
+        (None, Some(g)) => Some(g.parse().map_err(|_| {
+            format!("config gateway: {g:?} is not an IP address; write e.g. gateway = \"198.51.100.254\"")
+        })?),
+        (None, None) => None,
+    };
+    if let Some(gw) = gateway {
+        let t = file.gateway_check.unwrap_or_default();
+        let timing = timing(
+            CheckTiming::GATEWAY,
+            t.interval_ms,
+            t.timeout_ms,
+            t.rise,
+            t.fall,
+        );
+        timing.validate("gateway_check")?;
+        settings.checks.push(Check {
+            name: "gateway".into(),
+            probe: Probe::Gateway(gw),
+            timing,
+        });
+    }
+    for c in file.check {
+        if c.name.is_empty() || c.command.trim().is_empty() {
+            return Err("every [[check]] needs a name and a command".into());
+        }
+        let timing = timing(
+            CheckTiming::SCRIPT,
+            c.interval_ms,
+            c.timeout_ms,
+            c.rise,
+            c.fall,
+        );
+        timing.validate(&format!("check {}", c.name))?;
+        let name = format!("check {}", c.name);
+        if settings.checks.iter().any(|x| x.name == name) {
+            return Err(format!(
+                "two checks are named {:?}; give each a different name",
+                c.name
+            ));
+        }
+        settings.checks.push(Check {
+            name,
+            probe: Probe::Script(c.command),
+            timing,
+        });
     }
     settings.announce_refresh = match file.announce_refresh_ms {
         None | Some(0) => None,
@@ -259,6 +365,13 @@ drain_timeout_ms = 1000
 announce_burst_ms = [0, 50]
 announce_refresh_ms = 30000
 quorum = "off"
+gateway = "127.0.0.254"
+[gateway_check]
+interval_ms = 100
+[[check]]
+name = "web"
+command = "true"
+timeout_ms = 300
 [timings]
 heartbeat_interval = 20
 heartbeat_timeout = 90
@@ -282,6 +395,19 @@ heartbeat_timeout = 90
         );
         assert_eq!(r.settings.announce_refresh, Some(Duration::from_secs(30)));
         assert_eq!(r.settings.quorum, Quorum::Off);
+        assert_eq!(r.settings.checks.len(), 2);
+        assert_eq!(r.settings.checks[0].name, "gateway");
+        assert_eq!(
+            r.settings.checks[0].timing.interval,
+            Duration::from_millis(100)
+        );
+        assert_eq!(r.settings.checks[0].timing.rise, CheckTiming::GATEWAY.rise);
+        assert_eq!(r.settings.checks[1].name, "check web");
+        assert_eq!(r.settings.checks[1].probe, Probe::Script("true".into()));
+        assert_eq!(
+            r.settings.checks[1].timing.timeout,
+            Duration::from_millis(300)
+        );
         assert_eq!(
             r.settings.timings.heartbeat_interval,
             Duration::from_millis(20)

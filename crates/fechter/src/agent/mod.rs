@@ -10,6 +10,7 @@
 //! The loop is generic over the socket, the clock and the platform, so the
 //! same code runs on turmoil's simulated network with a recording platform.
 
+pub mod health;
 pub mod linux;
 pub mod net;
 pub mod platform;
@@ -58,6 +59,8 @@ pub struct Settings {
     pub announce_refresh: Option<Duration>,
     /// Whether a node must see a majority to hold addresses.
     pub quorum: Quorum,
+    /// Health checks (gateway, scripts); a failing one makes this node ineligible.
+    pub checks: Vec<health::Check>,
 }
 
 impl Settings {
@@ -75,6 +78,7 @@ impl Settings {
             announce_burst: [0, 100, 500, 2000].map(Duration::from_millis).to_vec(),
             announce_refresh: None,
             quorum: Quorum::Majority,
+            checks: Vec::new(),
         }
     }
 }
@@ -161,6 +165,8 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
     tracing::info!(node = %settings.node_id, %listen, incarnation = shell.saved.incarnation, "agent started");
 
     let mut machine = platform.events();
+    let mut health = (!settings.checks.is_empty()).then(|| health::spawn(settings.checks.clone()));
+    let mut failing: BTreeSet<String> = BTreeSet::new();
     let mut buf = vec![0u8; 2048];
     let mut reconcile_due = true;
     let mut links_due = true;
@@ -254,6 +260,24 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
                 }
                 Some(PlatformEvent::Resync) => reconcile_due = true,
                 None => machine = None,
+            },
+            change = async {
+                match health.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match change {
+                Some((name, passing)) => {
+                    if name == "gateway" {
+                        shell.engine.set_witness(Some(passing));
+                    }
+                    let changed = if passing { failing.remove(&name) } else { failing.insert(name) };
+                    if changed {
+                        let reasons: Vec<String> = failing.iter().cloned().collect();
+                        shell.engine.update_own(now(&clock), |r| r.unhealthy = reasons);
+                    }
+                }
+                None => health = None,
             },
             () = &mut shutdown, if draining.is_none() => {
                 tracing::info!("shutting down: handing addresses off first");
