@@ -2,7 +2,7 @@
 //! `agent`, `add-address`, `remove-address`, `up`, `down`, `status`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use fechter_core::{AddrSpec, NodeId};
@@ -85,6 +85,17 @@ pub enum Command {
     /// order given (their order of addition). With --fail, also prints where
     /// everything goes when those nodes fail, and what moved.
     Plan(PlanArgs),
+    /// Packaging: write the man pages and shell completions into OUT.
+    ///
+    /// OUT/man/ gets fechter.1 and one page per command (fechter-agent.1,
+    /// ...); OUT/completions/ gets fechter.bash, _fechter (zsh) and
+    /// fechter.fish. `fechter generate --out dist` refreshes the committed ones.
+    #[command(hide = true)]
+    Generate {
+        /// The directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Where the local agent's control socket is.
@@ -123,6 +134,10 @@ pub struct AgentArgs {
     /// Decide and log, but never touch the interfaces (no netlink, no packets).
     #[arg(long)]
     pub dry_run: bool,
+    /// The gateway to check with ICMP echo: while it does not answer, this
+    /// node takes no addresses (and in a two-node cluster it breaks ties).
+    #[arg(long)]
+    pub gateway: Option<std::net::IpAddr>,
     /// The control socket the CLI talks to (default /run/fechter/fechter.sock).
     #[arg(long)]
     pub control_socket: Option<PathBuf>,
@@ -151,6 +166,78 @@ pub struct PlanArgs {
     pub addresses: Vec<AddrSpec>,
 }
 
+/// The shells `fechter generate` writes completions for.
+pub const COMPLETION_SHELLS: [clap_complete::Shell; 3] = [
+    clap_complete::Shell::Bash,
+    clap_complete::Shell::Zsh,
+    clap_complete::Shell::Fish,
+];
+
+/// `fechter generate`: writes OUT/man/*.1 (one page for `fechter`, one per
+/// visible command) and OUT/completions/ for bash, zsh and fish, all from
+/// the clap definitions above. Returns the files written. The output is
+/// deterministic (no dates), so committed copies can be checked for drift.
+pub fn generate(out: &Path) -> Result<Vec<PathBuf>, String> {
+    let man = out.join("man");
+    let completions = out.join("completions");
+    for d in [&man, &completions] {
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    }
+    let mut cmd = public_command();
+    cmd.build();
+    let source = format!("fechter {}", cmd.get_version().unwrap_or_default());
+    let mut pages = vec![cmd.clone()];
+    let mut i = 0;
+    while i < pages.len() {
+        let subs: Vec<_> = pages[i].get_subcommands().cloned().collect();
+        pages.extend(subs);
+        i += 1;
+    }
+    let mut written = Vec::new();
+    for page in pages {
+        let page = clap_mangen::Man::new(page)
+            .source(source.clone())
+            .manual("fechter manual");
+        let path = page
+            .generate_to(&man)
+            .map_err(|e| format!("cannot write a man page into {}: {e}", man.display()))?;
+        written.push(path);
+    }
+    for shell in COMPLETION_SHELLS {
+        let path = clap_complete::generate_to(shell, &mut cmd.clone(), "fechter", &completions)
+            .map_err(|e| {
+                format!(
+                    "cannot write the {shell} completions into {}: {e}",
+                    completions.display()
+                )
+            })?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The command tree without its hidden commands (clap_complete would offer
+/// them), and without the `help` command (each command has --help).
+pub fn public_command() -> clap::Command {
+    use clap::CommandFactory;
+    let full = Cli::command();
+    // Str only comes from &'static str here (clap without its `string` feature).
+    let mut cmd = clap::Command::new("fechter")
+        .version(env!("CARGO_PKG_VERSION"))
+        .propagate_version(full.is_propagate_version_set())
+        .subcommand_required(full.is_subcommand_required_set())
+        .arg_required_else_help(full.is_arg_required_else_help_set())
+        .disable_help_subcommand(true);
+    if let Some(about) = full.get_about() {
+        cmd = cmd.about(about.clone());
+    }
+    if let Some(about) = full.get_long_about() {
+        cmd = cmd.long_about(about.clone());
+    }
+    cmd.args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned())
+}
+
 /// `IP[:PORT]` or `[IPv6]:PORT`; the port defaults to 4573.
 pub fn parse_endpoint(s: &str) -> Result<SocketAddr, String> {
     if let Ok(sa) = s.parse::<SocketAddr>() {
@@ -172,6 +259,27 @@ mod tests {
     #[test]
     fn command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_public_command_is_the_cli_without_hidden_commands() {
+        let mut full = Cli::command().disable_help_subcommand(true);
+        let mut public = public_command();
+        public.clone().debug_assert();
+        assert_eq!(
+            full.render_long_help().to_string(),
+            public.render_long_help().to_string()
+        );
+        assert_eq!(
+            full.render_usage().to_string(),
+            public.render_usage().to_string()
+        );
+        assert_eq!(full.get_name(), public.get_name());
+        assert_eq!(full.get_version(), public.get_version());
+        assert!(public.find_subcommand("generate").is_none());
+        assert!(full.find_subcommand("generate").unwrap().is_hide_set());
+        let visible = full.get_subcommands().filter(|s| !s.is_hide_set()).count();
+        assert_eq!(public.get_subcommands().count(), visible);
     }
 
     #[test]

@@ -6,4 +6,5 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod notify;
 pub mod plan;

@@ -43,6 +43,12 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Agent(args) => run_agent(args),
+        Command::Generate { out } => {
+            for path in fechter::cli::generate(&out)? {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
         Command::Demo(args) => fechter::demo::run(&args),
         Command::AddAddress { spec, socket } => {
             expect_ok(control::call(&socket.path, &Request::AddAddress { spec }))
@@ -140,6 +146,12 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(server::serve(listener, tx));
+        // systemd (Type=notify): READY=1 follows from the agent loop once it
+        // has joined or formed a cluster (fechter::notify::ready).
+        fechter::notify::status(&format!(
+            "listening on {}; joining or forming a cluster",
+            r.listen
+        ));
         let result = if r.dry_run {
             tracing::warn!("--dry-run: interfaces are never changed; actions are only logged");
             let platform = agent::platform::RecordingPlatform::new();
@@ -153,12 +165,10 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
             )
             .await
         } else {
-            let platform = agent::linux::LinuxPlatform::new(
-                settings.lease,
-                fechter_linux::burst_schedule(&Default::default()),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            let platform =
+                agent::linux::LinuxPlatform::new(settings.lease, settings.announce_burst.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
             agent::run(
                 settings,
                 socket,
