@@ -167,6 +167,14 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
     let mut machine = platform.events();
     let mut health = (!settings.checks.is_empty()).then(|| health::spawn(settings.checks.clone()));
     let mut failing: BTreeSet<String> = BTreeSet::new();
+    // systemd readiness: once joined, or at once for a node with no seed
+    // (it forms the cluster), or after a while alone (a cold start of the
+    // whole cluster must not fail the boot).
+    let mut ready_by = Some(if settings.seeds.is_empty() {
+        mono()
+    } else {
+        mono() + Duration::from_secs(10)
+    });
     let mut buf = vec![0u8; 2048];
     let mut reconcile_due = true;
     let mut links_due = true;
@@ -189,11 +197,16 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
         {
             break;
         }
+        if ready_by.is_some_and(|t| mono() >= t) {
+            ready_by = None;
+            crate::notify::ready("running; no peer answered yet");
+        }
         let deadline = [
             shell.engine.poll_timeout(),
             shell.save_due,
             Some(next_renew),
             draining,
+            ready_by,
         ]
         .into_iter()
         .flatten()
@@ -281,11 +294,16 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
             },
             () = &mut shutdown, if draining.is_none() => {
                 tracing::info!("shutting down: handing addresses off first");
+                crate::notify::stopping("handing addresses off");
                 draining = Some(mono() + settings.drain_timeout);
                 shell.engine.update_own(now(&clock), |r| r.leaving = true);
             }
         }
-        reconcile_due |= shell.drain_events();
+        let (realloc, joined) = shell.drain_events();
+        reconcile_due |= realloc;
+        if joined && ready_by.take().is_some() {
+            crate::notify::ready("running; joined the cluster");
+        }
     }
     // Whatever is left (timeout, or nobody to hand to) is removed now.
     shell.release_all(&mut platform).await?;
@@ -330,16 +348,20 @@ impl Shell {
     }
 
     /// Logs events and schedules persistence; returns whether the
-    /// allocation this node acts on changed.
-    fn drain_events(&mut self) -> bool {
+    /// allocation this node acts on changed, and whether it joined.
+    fn drain_events(&mut self) -> (bool, bool) {
         let mut realloc = false;
+        let mut joined = false;
         while let Some(ev) = self.engine.poll_event() {
             match ev {
                 Event::MemberUp(id) => {
                     tracing::info!(member = %id.node, addr = %id.addr, "member up")
                 }
                 Event::MemberDown(id) => tracing::warn!(member = %id.node, "member down"),
-                Event::Joined => tracing::info!("joined the cluster"),
+                Event::Joined => {
+                    joined = true;
+                    tracing::info!("joined the cluster")
+                }
                 Event::Isolated => tracing::warn!("no live peer: isolated"),
                 Event::LeaderChanged(l) => {
                     tracing::info!(leader = l.as_ref().map(NodeId::as_str), "leader")
@@ -366,7 +388,7 @@ impl Shell {
                 }
             }
         }
-        realloc
+        (realloc, joined)
     }
 
     /// Whether this node holds nothing any more (after a drain request), or
