@@ -184,13 +184,22 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
     })
 }
 
+/// Completes on SIGTERM or SIGINT. SIGHUP (`systemctl reload`) does not
+/// stop the agent: live reload is not supported yet, so it says so and
+/// changes nothing.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("signal handler");
     let mut int = signal(SignalKind::interrupt()).expect("signal handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("signal handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP: live reload is not supported yet; nothing changed. Restart the agent (systemctl restart fechter) to apply a new configuration"
+            ),
+        }
     }
 }
 

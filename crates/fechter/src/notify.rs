@@ -8,6 +8,12 @@
 //! (not under systemd, or another service type) every call is a no-op.
 //! Nothing here panics: a failure to notify is logged and otherwise ignored,
 //! since the agent must keep its addresses whatever systemd hears.
+//!
+//! The agent sends a [`status`] once its sockets are bound; [`ready`] when it
+//! joins a cluster, at once when it has no `attach` address (it forms the
+//! cluster), or after 10 s without an answering peer (a cold start of the
+//! whole cluster must not fail the boot); and [`stopping`] when SIGTERM
+//! starts the hand-off.
 
 use std::ffi::OsStr;
 use std::io;
@@ -22,7 +28,7 @@ static READY_SENT: AtomicBool = AtomicBool::new(false);
 
 /// Tells systemd the agent is ready (`READY=1`) with a status line. Only the
 /// first successful call in the process sends anything, so it may be called
-/// on every event that implies readiness. Returns whether a notification was sent.
+/// on every event that implies readiness. Returns whether it was sent.
 pub fn ready(status: &str) -> bool {
     if READY_SENT.load(Ordering::SeqCst) {
         return false;

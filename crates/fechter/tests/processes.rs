@@ -395,3 +395,26 @@ fn no_key_and_no_insecure_is_refused() {
     assert!(log.contains("--insecure"), "{log}");
     assert!(!node.data_dir.exists(), "it started anyway");
 }
+
+#[test]
+fn sighup_does_not_stop_the_agent() {
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, key) = three(root.path());
+    let mut agents = start_all(&nodes[..1], &key);
+    let refs: Vec<&Agent> = agents.iter().collect();
+    wait_for("the agent answers", &refs, Duration::from_secs(10), |s| {
+        s.iter().all(Option::is_some)
+    });
+    agents[0].signal(libc::SIGHUP);
+    // It still answers, and says why nothing changed.
+    let refs: Vec<&Agent> = agents.iter().collect();
+    wait_for(
+        "the agent logged the SIGHUP",
+        &refs,
+        Duration::from_secs(5),
+        |_| agents[0].log().contains("SIGHUP"),
+    );
+    assert!(agents[0].status().is_some(), "{}", agents[0].log());
+    agents[0].signal(libc::SIGTERM);
+    assert!(agents[0].wait_exit(Duration::from_secs(10)).success());
+}
