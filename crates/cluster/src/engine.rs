@@ -404,6 +404,10 @@ pub struct Engine {
     dirty: bool,
     last_takeover_notice: Option<Instant>,
     fence: Fence,
+    /// Peers by heartbeat: where they sent from and their incarnation.
+    heard: BTreeMap<NodeId, (SocketAddr, u64)>,
+    /// When the heartbeat timer last ran (to notice this node's own stalls).
+    last_tick: Instant,
     /// Two-node tie-breaker: does this node's gateway answer (`None`: no
     /// gateway configured)?
     witness: Option<bool>,
@@ -451,6 +455,7 @@ impl Engine {
             PostcardCodec,
             Handler(shared.clone()),
         );
+        let cfg_rejoin_hold = cfg.timings.rejoin_hold;
         let mut e = Engine {
             rng: StdRng::seed_from_u64(rng_seed ^ 0x5eed),
             cfg,
@@ -468,12 +473,17 @@ impl Engine {
             started: now.at,
             dirty: true,
             last_takeover_notice: None,
+            // A (re)started node holds nothing until it has learned the
+            // cluster's current table and takeovers: a table from before a
+            // crash may still name it holder of addresses a standby took.
             fence: Fence {
                 last_quorate: now.at,
                 lost_at: now.at,
-                fenced: false,
-                hold_until: None,
+                fenced: true,
+                hold_until: Some(now.at + cfg_rejoin_hold),
             },
+            heard: BTreeMap::new(),
+            last_tick: now.at,
             witness: None,
         };
         e.announce_to_seeds(now);
@@ -555,9 +565,9 @@ impl Engine {
                 by: me.clone(),
                 specs: chunk.to_vec(),
             });
-            for m in self.members.values() {
+            for to in self.peer_addrs() {
                 self.out.push_back(Transmit {
-                    to: m.addr,
+                    to,
                     payload: payload.clone(),
                 });
             }
@@ -618,17 +628,31 @@ impl Engine {
                     self.shared.borrow_mut().apply(Item::Table(t));
                 }
             }
-            Packet::Heartbeat { from, .. } => {
-                let was_silent = self.duty.last_heard.get(&from).is_none_or(|t| {
+            Packet::Heartbeat {
+                from: node,
+                incarnation,
+            } => {
+                let was_silent = self.duty.last_heard.get(&node).is_none_or(|t| {
                     now.at.saturating_duration_since(*t) > self.cfg.timings.heartbeat_timeout
                 });
+                let restarted = self
+                    .heard
+                    .get(&node)
+                    .is_some_and(|(_, inc)| incarnation > *inc);
+                self.heard.insert(node.clone(), (from, incarnation));
+                self.duty.last_heard.insert(node.clone(), now.at);
+                if restarted {
+                    // The holder restarted: whatever it held is gone with its
+                    // old process (or will be): take over at once.
+                    self.take_over_from(now, &[node]);
+                    return;
+                }
                 let me = &self.cfg.me.node;
-                if was_silent && self.duty.takeovers.contains(&(from.clone(), me.clone())) {
+                if was_silent && self.duty.takeovers.contains(&(node.clone(), me.clone())) {
                     // A holder we took over from is heard again: tell it at
                     // once, so it does not serve the addresses beside us.
                     self.send_takeover_notices(now);
                 }
-                self.duty.last_heard.insert(from, now.at);
                 return; // the hot path: nothing else to settle
             }
             Packet::Takeover { holder, by, table } => {
@@ -834,7 +858,8 @@ impl Engine {
     fn evaluate(&mut self, now: Now, force: bool) {
         self.dirty = false;
         let me = self.cfg.me.node.clone();
-        let alive: BTreeSet<NodeId> = self.members.keys().cloned().collect();
+        let live = self.live_peers(now);
+        let alive: BTreeSet<NodeId> = live.keys().cloned().collect();
         let leaving = self
             .shared
             .borrow()
@@ -866,11 +891,8 @@ impl Engine {
         }
         let changed = {
             let s = self.shared.borrow();
-            let members = &self.members;
             self.duty
-                .refresh_effective(&s.replica, &me, self.fence.fenced, |n| {
-                    members.contains_key(n)
-                })
+                .refresh_effective(&s.replica, &me, self.fence.fenced, |n| live.contains_key(n))
         };
         if changed {
             self.events.push_back(Event::AllocationChanged);
@@ -886,9 +908,9 @@ impl Engine {
         let meta = table.meta.clone();
         for p in wire::pack_table(&table, self.cfg.max_packet) {
             let payload = wire::encode(&p);
-            for m in self.members.values() {
+            for to in self.peer_addrs() {
                 self.out.push_back(Transmit {
-                    to: m.addr,
+                    to,
                     payload: payload.clone(),
                 });
             }
@@ -903,42 +925,117 @@ impl Engine {
             from: self.cfg.me.node.clone(),
             incarnation: self.cfg.me.incarnation,
         });
-        for m in self.members.values() {
+        for to in self.live_peers(now).into_values() {
             self.out.push_back(Transmit {
-                to: m.addr,
+                to,
                 payload: hb.clone(),
             });
         }
-        self.check_quorum(now);
-        if self.fence.fenced {
+        let t = &self.cfg.timings;
+        let stalled = now.at.saturating_duration_since(self.last_tick) > t.heartbeat_interval * 4;
+        self.last_tick = now.at;
+        if stalled {
+            // This node itself did not run for a while (CPU starvation,
+            // SIGSTOP): the silence was ours, not the peers'. Give them a
+            // fresh window instead of taking their addresses.
+            for at in self.duty.last_heard.values_mut() {
+                *at = now.at;
+            }
             return;
         }
-        let me = self.cfg.me.node.clone();
-        let new = {
-            let s = self.shared.borrow();
-            self.duty.check_holders(
-                &me,
-                s.replica.table.as_ref(),
-                now.at,
-                self.cfg.timings.heartbeat_timeout,
-            )
-        };
+        self.check_quorum(now);
         if self.duty.hold_publish_until.is_some_and(|t| now.at >= t) {
             self.duty.hold_publish_until = None;
             self.dirty = true;
         }
-        if !new.is_empty() {
-            let settle = self.cfg.timings.heartbeat_interval * 2;
-            for h in &new {
-                self.duty.suspect(h.clone(), now.at, settle);
-                self.events.push_back(Event::TookOver { holder: h.clone() });
+        if !self.fence.fenced {
+            let me = self.cfg.me.node.clone();
+            let new = {
+                let s = self.shared.borrow();
+                self.duty.check_holders(
+                    &me,
+                    s.replica.table.as_ref(),
+                    now.at,
+                    self.cfg.timings.heartbeat_timeout,
+                )
+            };
+            if !new.is_empty() {
+                self.took_over(now, &new);
             }
-            self.send_takeover_notices(now);
-            self.dirty = true;
         }
         if self.dirty {
             self.settle(now);
         }
+    }
+
+    /// Where to reach every live peer, as of the last heartbeat tick.
+    fn peer_addrs(&self) -> Vec<SocketAddr> {
+        self.live_peers(Now {
+            at: self.last_tick,
+            wall_ms: 0,
+        })
+        .into_values()
+        .collect()
+    }
+
+    /// Live peers and where to reach them: SWIM members, plus nodes heard
+    /// (heartbeats) within the heartbeat timeout, which SWIM may briefly
+    /// believe dead after a partition heals.
+    fn live_peers(&self, now: Now) -> BTreeMap<NodeId, SocketAddr> {
+        let mut out: BTreeMap<NodeId, SocketAddr> = self
+            .members
+            .iter()
+            .map(|(n, id)| (n.clone(), id.addr))
+            .collect();
+        for (n, (addr, _)) in &self.heard {
+            let recent = self.duty.last_heard.get(n).is_some_and(|t| {
+                now.at.saturating_duration_since(*t) <= self.cfg.timings.heartbeat_timeout
+            });
+            if recent && *n != self.cfg.me.node {
+                out.entry(n.clone()).or_insert(*addr);
+            }
+        }
+        out
+    }
+
+    /// Takes, as standby, the addresses of `holders` (a restart seen in a
+    /// heartbeat), unless fenced.
+    fn take_over_from(&mut self, now: Now, holders: &[NodeId]) {
+        if self.fence.fenced {
+            return;
+        }
+        let me = self.cfg.me.node.clone();
+        let new: Vec<NodeId> = {
+            let s = self.shared.borrow();
+            let Some(t) = s.replica.table.as_ref() else {
+                return;
+            };
+            holders
+                .iter()
+                .filter(|h| {
+                    t.allocation
+                        .placements
+                        .values()
+                        .any(|p| &p.holder == *h && p.standby.as_ref() == Some(&me))
+                })
+                .filter(|h| self.duty.takeovers.insert(((*h).clone(), me.clone())))
+                .cloned()
+                .collect()
+        };
+        if !new.is_empty() {
+            self.took_over(now, &new);
+            self.settle(now);
+        }
+    }
+
+    fn took_over(&mut self, now: Now, holders: &[NodeId]) {
+        let settle = self.cfg.timings.heartbeat_interval * 2;
+        for h in holders {
+            self.duty.suspect(h.clone(), now.at, settle);
+            self.events.push_back(Event::TookOver { holder: h.clone() });
+        }
+        self.send_takeover_notices(now);
+        self.dirty = true;
     }
 
     /// When this node last heard a strict majority of the nodes it knows
@@ -1063,9 +1160,9 @@ impl Engine {
                 by: me.clone(),
                 table: meta.clone(),
             });
-            for m in self.members.values() {
+            for to in self.peer_addrs() {
                 self.out.push_back(Transmit {
-                    to: m.addr,
+                    to,
                     payload: payload.clone(),
                 });
             }

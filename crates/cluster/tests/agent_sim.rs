@@ -400,3 +400,32 @@ fn losing_an_interface_moves_only_the_addresses_on_it() {
         }
     }
 }
+
+#[test]
+fn a_holder_restarted_right_after_a_crash_does_not_serve_beside_its_standby() {
+    for seed in SEEDS {
+        let mut sim = cluster(seed, 3);
+        let now = sim.now();
+        for i in 0..3 {
+            sim.engine_mut("n0").add_address(now, spec(i)).unwrap();
+        }
+        for n in ["n0", "n1", "n2"] {
+            up(&mut sim, n);
+        }
+        run_checked(&mut sim, Duration::from_secs(10), |s| settled(s, 3));
+        sim.run_for(Duration::from_secs(1));
+        let leader = sim.engine("n0").leader().cloned().unwrap();
+        let victim = ["n0", "n1", "n2"]
+            .into_iter()
+            .find(|n| id(n) != leader)
+            .unwrap();
+        let idx: usize = victim[1..].parse().unwrap();
+        sim.crash(victim);
+        // The standby takes over, then the crashed agent is back at once,
+        // before SWIM or the leader have reacted.
+        run_checked(&mut sim, Duration::from_secs(2), |s| settled(s, 3));
+        sim.start(victim, addr_of(idx), vec![addr_of(0)]);
+        hold_checked(&mut sim, Duration::from_secs(6));
+        assert!(settled(&sim, 3), "seed {seed}: {:?}", sim.holders());
+    }
+}
