@@ -52,6 +52,8 @@ pub struct Duty {
     pub handoff_done: BTreeMap<AddrSpec, NodeId>,
     /// Addresses this node confirmed holding (not to resend every time).
     pub confirmed: BTreeSet<AddrSpec>,
+    /// Implicit hand-offs this node is giving, since when.
+    pub implicit: BTreeMap<AddrSpec, Instant>,
     /// The allocation this node acts on: the table with takeovers and
     /// confirmed hand-offs applied.
     pub effective: Allocation,
@@ -82,6 +84,8 @@ impl Duty {
         me: &NodeId,
         fenced: bool,
         alive: impl Fn(&NodeId) -> bool,
+        now: Instant,
+        implicit_limit: Duration,
     ) -> bool {
         let table = replica.table.as_ref().map(|t| &t.allocation);
         if let Some(t) = table {
@@ -99,6 +103,7 @@ impl Duty {
         let mut eff = table.map_or_else(Allocation::default, |t| {
             failover::apply_takeovers(t, &self.takeovers)
         });
+        let mut giving: BTreeSet<AddrSpec> = BTreeSet::new();
         for (spec, p) in eff.placements.iter_mut() {
             if self.handoff_done.get(spec) == Some(&p.holder) {
                 p.handoff_from = None;
@@ -109,15 +114,22 @@ impl Duty {
                 .placements
                 .get(spec)
                 .is_some_and(|q| q.holder == *me || q.handoff_from.as_ref() == Some(me));
-            if p.holder != *me
+            let wanted = p.holder != *me
                 && p.handoff_from.is_none()
                 && served_here
                 && alive(&p.holder)
-                && !self.takeovers.contains(&(me.clone(), p.holder.clone()))
-            {
-                p.handoff_from = Some(me.clone());
+                && !self.takeovers.contains(&(me.clone(), p.holder.clone()));
+            // Bounded: a holder that confirmed before this node started
+            // giving never confirms again.
+            if wanted {
+                giving.insert(spec.clone());
+                let since = *self.implicit.entry(spec.clone()).or_insert(now);
+                if now.saturating_duration_since(since) < implicit_limit {
+                    p.handoff_from = Some(me.clone());
+                }
             }
         }
+        self.implicit.retain(|spec, _| giving.contains(spec));
         if fenced {
             eff.placements.retain(|_, p| p.holder != *me);
             for p in eff.placements.values_mut() {

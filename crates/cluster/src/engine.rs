@@ -408,6 +408,10 @@ pub struct Engine {
     heard: BTreeMap<NodeId, (SocketAddr, u64)>,
     /// When the heartbeat timer last ran (to notice this node's own stalls).
     last_tick: Instant,
+    /// This node may lead only from then on: after its start, a stall, a
+    /// fence or an isolation it first learns the cluster's current table.
+    lead_after: Instant,
+    was_isolated: bool,
     /// Two-node tie-breaker: does this node's gateway answer (`None`: no
     /// gateway configured)?
     witness: Option<bool>,
@@ -456,6 +460,7 @@ impl Engine {
             Handler(shared.clone()),
         );
         let cfg_rejoin_hold = cfg.timings.rejoin_hold;
+        let cfg_lead_grace = cfg.timings.lead_grace;
         let mut e = Engine {
             rng: StdRng::seed_from_u64(rng_seed ^ 0x5eed),
             cfg,
@@ -484,6 +489,8 @@ impl Engine {
             },
             heard: BTreeMap::new(),
             last_tick: now.at,
+            lead_after: now.at + cfg_lead_grace,
+            was_isolated: false,
             witness: None,
         };
         e.announce_to_seeds(now);
@@ -867,7 +874,7 @@ impl Engine {
             .nodes
             .get(&me)
             .is_some_and(|r| r.leaving);
-        let synced = now.at.saturating_duration_since(self.started) >= self.cfg.timings.lead_grace;
+        let synced = now.at >= self.lead_after;
         let timings = self.cfg.timings.duty();
         let before = self.duty.leader.clone();
         let decision = {
@@ -891,8 +898,14 @@ impl Engine {
         }
         let changed = {
             let s = self.shared.borrow();
-            self.duty
-                .refresh_effective(&s.replica, &me, self.fence.fenced, |n| live.contains_key(n))
+            self.duty.refresh_effective(
+                &s.replica,
+                &me,
+                self.fence.fenced,
+                |n| live.contains_key(n),
+                now.at,
+                self.cfg.timings.rejoin_hold,
+            )
         };
         if changed {
             self.events.push_back(Event::AllocationChanged);
@@ -931,15 +944,28 @@ impl Engine {
                 payload: hb.clone(),
             });
         }
-        let t = &self.cfg.timings;
-        let stalled = now.at.saturating_duration_since(self.last_tick) > t.heartbeat_interval * 4;
+        let t = self.cfg.timings.clone();
+        let stall = now.at.saturating_duration_since(self.last_tick);
         self.last_tick = now.at;
-        if stalled {
+        if stall > t.heartbeat_interval * 4 {
             // This node itself did not run for a while (CPU starvation,
             // SIGSTOP): the silence was ours, not the peers'. Give them a
-            // fresh window instead of taking their addresses.
+            // fresh window instead of taking their addresses, and do not
+            // lead on the stale view it woke up with.
             for at in self.duty.last_heard.values_mut() {
                 *at = now.at;
+            }
+            self.lead_after = now.at + t.lead_grace;
+            if stall >= t.heartbeat_timeout && !self.fence.fenced {
+                // Long enough for our standbys to have taken our addresses:
+                // hold nothing until we have learned what happened, as
+                // after a restart.
+                self.fence.fenced = true;
+                self.fence.lost_at = now.at - stall;
+                self.fence.hold_until = Some(now.at + t.rejoin_hold);
+                self.events.push_back(Event::Fenced);
+                self.dirty = true;
+                self.settle(now);
             }
             return;
         }
@@ -1100,6 +1126,7 @@ impl Engine {
                 };
                 if lift {
                     self.fence.fenced = false;
+                    self.lead_after = now.at + t.lead_grace;
                     self.fence.hold_until = None;
                     self.events.push_back(Event::Unfenced);
                     self.dirty = true;
@@ -1201,8 +1228,16 @@ impl Engine {
                         self.send_digest(new.addr, false);
                     }
                 }
-                Note::Active => self.events.push_back(Event::Joined),
+                Note::Active => {
+                    if std::mem::take(&mut self.was_isolated) {
+                        // Back from isolation: learn the cluster's table
+                        // before leading on a view that may be stale.
+                        self.lead_after = now.at + self.cfg.timings.lead_grace;
+                    }
+                    self.events.push_back(Event::Joined)
+                }
                 Note::Idle => {
+                    self.was_isolated = true;
                     self.events.push_back(Event::Isolated);
                     self.announce_to_seeds(now);
                 }
