@@ -219,6 +219,8 @@ pub struct Cluster {
     key: PathBuf,
     test: String,
     netns_before: Vec<String>,
+    /// Extra `fechter agent` arguments per node.
+    extra: Vec<Vec<String>>,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -248,6 +250,16 @@ impl Cluster {
     /// Nodes are still down (`fechter up` not yet given). `None` when the lab
     /// cannot run here (printed; a failure under CI=true).
     pub fn start(test: &str) -> Option<Cluster> {
+        Cluster::start_with(test, |_| Vec::new(), |_| {})
+    }
+
+    /// [`Cluster::start`] with extra agent arguments per node, and a hook
+    /// that prepares the lab (e.g. a gateway address) before any agent runs.
+    pub fn start_with(
+        test: &str,
+        extra: impl Fn(usize) -> Vec<String>,
+        prepare: impl FnOnce(&Lab),
+    ) -> Option<Cluster> {
         if !lab::require_lab(test) {
             return None;
         }
@@ -272,8 +284,10 @@ impl Cluster {
             key,
             test: test.to_owned(),
             netns_before,
+            extra: (0..NODES).map(extra).collect(),
             _serial: serial,
         };
+        prepare(&cluster.lab);
         let t0 = Instant::now();
         let seed = cluster.lab.node_ipv4(0);
         for node in 0..NODES {
@@ -296,7 +310,17 @@ impl Cluster {
     /// node, answering the client, the client's neighbour entry naming the
     /// holder. Returns the holders.
     pub fn start_serving(test: &str, specs: &[&str]) -> Option<(Cluster, Vec<usize>)> {
-        let cluster = Cluster::start(test)?;
+        Cluster::start_serving_with(test, specs, |_| Vec::new(), |_| {})
+    }
+
+    /// [`Cluster::start_serving`] with [`Cluster::start_with`]'s arguments.
+    pub fn start_serving_with(
+        test: &str,
+        specs: &[&str],
+        extra: impl Fn(usize) -> Vec<String>,
+        prepare: impl FnOnce(&Lab),
+    ) -> Option<(Cluster, Vec<usize>)> {
+        let cluster = Cluster::start_with(test, extra, prepare)?;
         for spec in specs {
             cluster.cli_ok(0, &["add-address", spec]);
         }
@@ -358,6 +382,7 @@ impl Cluster {
         for a in attach {
             cmd.args(["--attach", &a.to_string()]);
         }
+        cmd.args(&self.extra[node]);
         // FECHTER_E2E_LOG (e.g. `debug`) makes the agents' logs louder.
         let level = std::env::var("FECHTER_E2E_LOG").unwrap_or_else(|_| "info".into());
         cmd.env("FECHTER_LOG", level)

@@ -1,0 +1,171 @@
+//! Health and partitions, end to end in the namespace lab: the gateway check,
+//! a check script that fails on demand, and a holder detached from the switch
+//! while its link stays up (quorum and self-fencing).
+//!
+//! Needs root, `ip netns` and `ping` (skipped with the reason otherwise; a
+//! failure under CI=true).
+
+mod e2e_support;
+
+use std::time::{Duration, Instant};
+
+use e2e_support::{Cluster, NODES, Pinger, Sampler, bit, id_of, ip_of};
+
+const A: &str = "eth0:198.18.0.50/24";
+const B: &str = "eth0:198.18.0.51/24";
+const C: &str = "eth0:198.18.0.52/24";
+const GATEWAY: &str = "198.18.0.254";
+const SEC: Duration = Duration::from_secs(1);
+
+/// Waits until `node`'s status says member `who` is not eligible for a
+/// reason containing `why`.
+fn wait_ineligible(c: &Cluster, node: usize, who: usize, why: &str, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    let ok = e2e_support::poll(limit, Duration::from_millis(20), || {
+        let r = c.try_status(node).ok()?;
+        let m = r.members.iter().find(|m| m.id == id_of(who))?;
+        m.ineligible.iter().any(|w| w.contains(why)).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "n{who} never reported not eligible ({why}): {}",
+        c.try_status(node).map(|r| r.render()).unwrap_or_default()
+    );
+    t0.elapsed()
+}
+
+/// Waits until `spec` is on exactly one node other than `not` (kernel and
+/// status agree), returns it.
+fn wait_moved_off(c: &Cluster, spec: &str, not: usize, limit: Duration) -> usize {
+    let others: Vec<usize> = (0..NODES).filter(|&n| n != not).collect();
+    e2e_support::poll(limit, Duration::from_millis(20), || {
+        let on = c.kernel_holders(ip_of(spec));
+        (on.len() == 1 && on[0] != not).then(|| on[0])
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{spec} did not move off n{not}: on {:?}; {}",
+            c.kernel_holders(ip_of(spec)),
+            c.try_status(others[0])
+                .map(|r| r.render())
+                .unwrap_or_default()
+        )
+    })
+}
+
+#[test]
+fn losing_the_gateway_moves_a_nodes_addresses_and_rise_brings_it_back() {
+    let name = "losing_the_gateway";
+    let gw = |_| vec!["--gateway".to_string(), GATEWAY.to_string()];
+    // The client's namespace also plays the gateway.
+    let prepare = |lab: &fechter_linux::Lab| {
+        lab.ip(
+            &lab.client_ns(),
+            &["addr", "add", "198.18.0.254/24", "dev", "eth0"],
+        )
+        .expect("gateway address");
+    };
+    let Some((c, holders)) = Cluster::start_serving_with(name, &[A, B, C], gw, prepare) else {
+        return;
+    };
+    c.wait_all_eligible(10 * SEC);
+    let h = holders[0];
+    let cut = Instant::now();
+    c.lab
+        .ip(&c.ns(h), &["route", "add", "blackhole", "198.18.0.254/32"])
+        .unwrap();
+    let moved_to = wait_moved_off(&c, A, h, 5 * SEC);
+    let took = cut.elapsed();
+    wait_ineligible(&c, moved_to, h, "gateway", 5 * SEC);
+    c.client_ping_until_ok(ip_of(A), 5 * SEC);
+    eprintln!("{name}: A moved from n{h} to n{moved_to} {took:?} after its gateway went away");
+    // The path comes back: after `rise` answers it is eligible again.
+    let back = Instant::now();
+    c.lab
+        .ip(&c.ns(h), &["route", "del", "blackhole", "198.18.0.254/32"])
+        .unwrap();
+    let eligible = c.wait_all_eligible(10 * SEC);
+    eprintln!("{name}: n{h} eligible again {eligible:?} after the gateway answered");
+    assert!(
+        back.elapsed() >= Duration::from_millis(500),
+        "eligible before `rise` answers could have arrived"
+    );
+    c.finish();
+}
+
+#[test]
+fn a_failing_check_script_moves_the_addresses_until_it_passes() {
+    let name = "a_failing_check_script";
+    let dir = tempfile::tempdir().unwrap();
+    let flag = |n: usize| dir.path().join(format!("fail-n{n}"));
+    let configs: Vec<std::path::PathBuf> = (0..NODES)
+        .map(|n| {
+            let p = dir.path().join(format!("n{n}.toml"));
+            let toml = format!(
+                "[[check]]\nname = \"app\"\ncommand = \"test ! -e {}\"\ninterval_ms = 100\ntimeout_ms = 1000\nrise = 2\nfall = 2\n",
+                flag(n).display()
+            );
+            std::fs::write(&p, toml).unwrap();
+            p
+        })
+        .collect();
+    let extra = |n: usize| vec!["--config".to_string(), configs[n].display().to_string()];
+    let Some((c, holders)) = Cluster::start_serving_with(name, &[A, B, C], extra, |_| {}) else {
+        return;
+    };
+    c.wait_all_eligible(10 * SEC);
+    let h = holders[1];
+    std::fs::write(flag(h), "").unwrap();
+    let t = Instant::now();
+    let to = wait_moved_off(&c, B, h, 5 * SEC);
+    wait_ineligible(&c, to, h, "check app", 5 * SEC);
+    c.client_ping_until_ok(ip_of(B), 5 * SEC);
+    eprintln!(
+        "{name}: B moved from n{h} to n{to} {:?} after its check began failing",
+        t.elapsed()
+    );
+    std::fs::remove_file(flag(h)).unwrap();
+    c.wait_all_eligible(10 * SEC);
+    c.finish();
+}
+
+#[test]
+fn a_detached_holder_never_serves_beside_the_majority() {
+    let name = "a_detached_holder";
+    let Some((mut c, holders)) = Cluster::start_serving(name, &[A, B, C]) else {
+        return;
+    };
+    let h = holders[0];
+    let sampler = Sampler::start(&c.lab, ip_of(A));
+    let pinger = Pinger::start(&c.lab, ip_of(A));
+    let t = Instant::now();
+    // Off the switch; its own link (and carrier) stays up.
+    c.lab.detach(h).unwrap();
+    let to = wait_moved_off(&c, A, h, 5 * SEC);
+    c.client_ping_until_ok(ip_of(A), 5 * SEC);
+    let served = t.elapsed();
+    std::thread::sleep(Duration::from_secs(2)); // the partition lasts (observed by the sampler)
+    let during = sampler.stop();
+    let outage = pinger.stop().longest_gap();
+    // Never on both sides at once: the detached node and any other.
+    let overlap = during.since(t).longest_overlap(bit(0) | bit(1) | bit(2));
+    assert_eq!(
+        overlap,
+        Duration::ZERO,
+        "A was on both sides: {}",
+        during.since(t).describe()
+    );
+    eprintln!(
+        "{name}: A moved from n{h} to n{to}; served again {served:?} after the split; client outage {outage:?}; {}",
+        during.since(t).describe()
+    );
+    // Heal: one holder, no manual action.
+    c.lab.reattach(h).unwrap();
+    c.wait_members_alive(&[0, 1, 2], 15 * SEC);
+    let (settled, _) = c.wait_stable(&[A, B, C], &[0, 1, 2], SEC, 20 * SEC);
+    for (spec, holder) in [A, B, C].iter().zip(&settled) {
+        assert_eq!(c.kernel_holders(ip_of(spec)), vec![*holder], "{spec}");
+    }
+    let _ = &mut c;
+    c.finish();
+}
