@@ -212,7 +212,7 @@ pub enum Quorum {
     /// A node holds addresses only while it hears (heartbeats) a strict
     /// majority of the nodes it knows, itself included. In a two-node
     /// cluster a node alone keeps quorum while its gateway answers (see
-    /// [`Engine::set_witness`]), or when no gateway is configured.
+    /// [`Engine::enable_witness`]), or when no gateway is configured.
     #[default]
     Majority,
     /// No quorum: every side of a partition serves (duplicates possible).
@@ -251,6 +251,9 @@ pub enum Event {
     Fenced,
     /// This node sees a majority again and may hold addresses.
     Unfenced,
+    /// Two-node cluster: probe the gateway once now and report with
+    /// [`Engine::witness_answer`].
+    ProbeWitness,
 }
 
 /// Dropped packets, by reason. Drops never change state.
@@ -412,9 +415,18 @@ pub struct Engine {
     /// fence or an isolation it first learns the cluster's current table.
     lead_after: Instant,
     was_isolated: bool,
-    /// Two-node tie-breaker: does this node's gateway answer (`None`: no
-    /// gateway configured)?
-    witness: Option<bool>,
+    /// Two-node tie-breaker: the gateway as a witness.
+    witness: Witness,
+}
+
+/// The gateway as the two-node tie-breaker: a node that lost its only peer
+/// keeps quorum only while the gateway answers probes sent after it lost it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Witness {
+    configured: bool,
+    /// When the newest probe that was answered was sent.
+    ok_sent_at: Option<Instant>,
+    outstanding: bool,
 }
 
 /// Quorum bookkeeping of this node.
@@ -491,7 +503,7 @@ impl Engine {
             last_tick: now.at,
             lead_after: now.at + cfg_lead_grace,
             was_isolated: false,
-            witness: None,
+            witness: Witness::default(),
         };
         e.announce_to_seeds(now);
         e.schedule(now.at + e.cfg.timings.join_retry, TimerKind::Announce);
@@ -969,6 +981,10 @@ impl Engine {
             }
             return;
         }
+        if self.wants_witness(now) {
+            self.witness.outstanding = true;
+            self.events.push_back(Event::ProbeWitness);
+        }
         self.check_quorum(now);
         if self.duty.hold_publish_until.is_some_and(|t| now.at >= t) {
             self.duty.hold_publish_until = None;
@@ -1077,8 +1093,22 @@ impl Engine {
         // Two nodes: alone, the gateway is the tie-breaker; without a
         // gateway configured a lone node keeps serving (no split-brain
         // protection: documented).
-        if known == 2 && self.witness != Some(false) {
-            return Some(now.at);
+        if known == 2 {
+            if !self.witness.configured {
+                return Some(now.at);
+            }
+            let peer = s
+                .replica
+                .nodes
+                .keys()
+                .find(|n| *n != me)
+                .and_then(|n| self.duty.last_heard.get(n).copied());
+            // The witness counts only for probes sent after the peer fell
+            // silent: the node cut off from the gateway cannot get one.
+            return match (self.witness.ok_sent_at, peer) {
+                (Some(ok), Some(p)) => Some(ok.max(p)),
+                (ok, p) => ok.or(p),
+            };
         }
         let need = known / 2; // peers needed: (need + 1) * 2 > known
         if need == 0 {
@@ -1150,10 +1180,41 @@ impl Engine {
         }
     }
 
-    /// Two-node clusters: whether this node's gateway answers (`None`: no
-    /// gateway configured). A node alone keeps quorum only with `Some(true)`.
-    pub fn set_witness(&mut self, witness: Option<bool>) {
-        self.witness = witness;
+    /// A gateway is configured: in a two-node cluster it breaks ties. The
+    /// engine then asks for probes ([`Event::ProbeWitness`]) while this
+    /// node does not hear its peer.
+    pub fn enable_witness(&mut self) {
+        self.witness.configured = true;
+    }
+
+    /// The answer to a witness probe sent at `sent_at`.
+    pub fn witness_answer(&mut self, sent_at: Instant, ok: bool) {
+        self.witness.outstanding = false;
+        if ok {
+            self.witness.ok_sent_at =
+                Some(self.witness.ok_sent_at.map_or(sent_at, |t| t.max(sent_at)));
+        }
+    }
+
+    /// Two-node cluster with a witness, peer quiet for more than one and a
+    /// half heartbeat intervals: time to probe the gateway.
+    fn wants_witness(&self, now: Now) -> bool {
+        if !self.witness.configured || self.witness.outstanding {
+            return false;
+        }
+        let s = self.shared.borrow();
+        if s.replica.nodes.len() != 2 {
+            return false;
+        }
+        let me = &self.cfg.me.node;
+        s.replica
+            .nodes
+            .keys()
+            .find(|n| *n != me)
+            .and_then(|n| self.duty.last_heard.get(n))
+            .is_none_or(|t| {
+                now.at.saturating_duration_since(*t) > self.cfg.timings.heartbeat_interval * 3 / 2
+            })
     }
 
     /// Whether this node has released its addresses for lack of quorum.

@@ -47,6 +47,9 @@ pub struct Sim {
     pub log: Vec<(Duration, NodeId, Event)>,
     /// Every interface action executed, in order: the recording platform.
     pub actions: Vec<(Duration, NodeId, Action)>,
+    /// Two-node witness: whether each node's gateway answers its probes
+    /// (absent: it does).
+    pub gateway_ok: BTreeMap<NodeId, bool>,
     /// The latest time each address was seen in a hand-off, anywhere (a
     /// published table or an allocation): (when, holder, giver).
     pub handoffs: BTreeMap<AddrSpec, (Duration, NodeId, NodeId)>,
@@ -88,6 +91,7 @@ impl Sim {
             log: Vec::new(),
             actions: Vec::new(),
             handoffs: BTreeMap::new(),
+            gateway_ok: BTreeMap::new(),
         }
     }
 
@@ -217,8 +221,12 @@ impl Sim {
                         }
                     }
                 };
+            let gw_ok = self.gateway_ok.get(&name).copied().unwrap_or(true);
             while let Some(ev) = engine.poll_event() {
                 reconcile |= ev == Event::AllocationChanged;
+                if ev == Event::ProbeWitness {
+                    engine.witness_answer(now.at, gw_ok);
+                }
                 if matches!(ev, Event::Published(_))
                     && let Some(tb) = &engine.replica().table
                 {

@@ -145,9 +145,10 @@ fn a_five_node_split_leaves_the_minority_empty() {
 #[test]
 fn two_nodes_split_the_gateway_breaks_the_tie() {
     let mut sim = serving(21, 2, 2);
-    // n0 reaches its gateway, n1 does not.
-    sim.engine_mut("n0").set_witness(Some(true));
-    sim.engine_mut("n1").set_witness(Some(false));
+    // Both use the gateway as witness; after the split only n0 reaches it.
+    sim.engine_mut("n0").enable_witness();
+    sim.engine_mut("n1").enable_witness();
+    sim.gateway_ok.insert(id("n1"), false);
     sim.partition(&["n0"], &["n1"]);
     run_strict(&mut sim, &["n1"], Duration::from_secs(5), |s| {
         settled(s, 2) && s.nodes[&id("n0")].iface.len() == 2

@@ -186,19 +186,22 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
 
 /// Completes on SIGTERM or SIGINT. SIGHUP (`systemctl reload`) does not
 /// stop the agent: live reload is not supported yet, so it says so and
-/// changes nothing.
-async fn shutdown_signal() {
+/// changes nothing. The handlers are installed when this is called (before
+/// the agent can report itself ready), not when the future is first polled.
+fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("signal handler");
     let mut int = signal(SignalKind::interrupt()).expect("signal handler");
     let mut hup = signal(SignalKind::hangup()).expect("signal handler");
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => tracing::warn!(
-                "SIGHUP: live reload is not supported yet; nothing changed. Restart the agent (systemctl restart fechter) to apply a new configuration"
-            ),
+    async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => tracing::warn!(
+                    "SIGHUP: live reload is not supported yet; nothing changed. Restart the agent (systemctl restart fechter) to apply a new configuration"
+                ),
+            }
         }
     }
 }

@@ -169,3 +169,56 @@ fn a_detached_holder_never_serves_beside_the_majority() {
     let _ = &mut c;
     c.finish();
 }
+
+#[test]
+fn two_nodes_split_and_the_gateway_breaks_the_tie() {
+    let name = "two_nodes_split";
+    let gw = |_| vec!["--gateway".to_string(), GATEWAY.to_string()];
+    let prepare = |lab: &fechter_linux::Lab| {
+        lab.ip(
+            &lab.client_ns(),
+            &["addr", "add", "198.18.0.254/24", "dev", "eth0"],
+        )
+        .expect("gateway address");
+    };
+    let Some(c) = Cluster::start_sized(name, 2, gw, prepare) else {
+        return;
+    };
+    for spec in [A, B] {
+        c.cli_ok(0, &["add-address", spec]);
+    }
+    c.up_all();
+    let (placed, _) = c.wait_stable(&[A, B], &[0, 1], SEC, 20 * SEC);
+    assert_ne!(placed[0], placed[1], "one address each: {placed:?}");
+    let n1_had = if placed[0] == 1 { A } else { B };
+    let sampler = Sampler::start(&c.lab, ip_of(n1_had));
+    let t = Instant::now();
+    // n1 is cut off from the switch: from n0 and from the gateway.
+    c.lab.detach(1).unwrap();
+    let to = wait_moved_off(&c, n1_had, 1, 5 * SEC);
+    assert_eq!(to, 0);
+    c.client_ping_until_ok(ip_of(n1_had), 5 * SEC);
+    let served = t.elapsed();
+    std::thread::sleep(Duration::from_secs(2)); // the split lasts (observed by the sampler)
+    let during = sampler.stop().since(t);
+    assert_eq!(
+        during.longest_overlap(bit(0) | bit(1)),
+        Duration::ZERO,
+        "{n1_had} on both sides: {}",
+        during.describe()
+    );
+    let n1 = c.status(1);
+    assert!(
+        n1.notes.iter().any(|n| n.contains("no quorum")),
+        "n1 should say it has no quorum: {}",
+        n1.render()
+    );
+    eprintln!(
+        "{name}: n0 (reaches the gateway) serves {n1_had} again after {served:?}; {}",
+        during.describe()
+    );
+    c.lab.reattach(1).unwrap();
+    c.wait_members_alive(&[0, 1], 15 * SEC);
+    c.wait_stable(&[A, B], &[0, 1], SEC, 20 * SEC);
+    c.finish();
+}

@@ -154,6 +154,18 @@ async fn run_script(name: &str, cmd: &str, timeout: Duration) -> bool {
     }
 }
 
+/// One ICMP echo to `gateway` (the two-node witness probe): true when it
+/// answers within `timeout`.
+pub async fn ping_once(gateway: IpAddr, timeout: Duration) -> bool {
+    match Pinger::new(gateway) {
+        Ok(mut p) => p.ping(1, timeout).await,
+        Err(e) => {
+            tracing::warn!(%gateway, "cannot open an ICMP socket: {e}");
+            false
+        }
+    }
+}
+
 /// Rise/fall hysteresis. Starts failing.
 #[derive(Debug, Clone)]
 pub struct Tracker {

@@ -167,6 +167,15 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
     let mut machine = platform.events();
     let mut health = (!settings.checks.is_empty()).then(|| health::spawn(settings.checks.clone()));
     let mut failing: BTreeSet<String> = BTreeSet::new();
+    // The gateway doubles as the two-node tie-breaker (witness).
+    let gateway = settings.checks.iter().find_map(|c| match c.probe {
+        health::Probe::Gateway(ip) => Some(ip),
+        health::Probe::Script(_) => None,
+    });
+    if gateway.is_some() {
+        shell.engine.enable_witness();
+    }
+    let (witness_tx, mut witness_rx) = mpsc::channel::<(Instant, bool)>(4);
     // systemd readiness: once joined, or at once for a node with no seed
     // (it forms the cluster), or after a while alone (a cold start of the
     // whole cluster must not fail the boot).
@@ -281,9 +290,6 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
                 }
             } => match change {
                 Some((name, passing)) => {
-                    if name == "gateway" {
-                        shell.engine.set_witness(Some(passing));
-                    }
                     let changed = if passing { failing.remove(&name) } else { failing.insert(name) };
                     if changed {
                         let reasons: Vec<String> = failing.iter().cloned().collect();
@@ -292,6 +298,9 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
                 }
                 None => health = None,
             },
+            Some((sent, ok)) = witness_rx.recv() => {
+                shell.engine.witness_answer(sent, ok);
+            }
             () = &mut shutdown, if draining.is_none() => {
                 tracing::info!("shutting down: handing addresses off first");
                 crate::notify::stopping("handing addresses off");
@@ -299,7 +308,16 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
                 shell.engine.update_own(now(&clock), |r| r.leaving = true);
             }
         }
-        let (realloc, joined) = shell.drain_events();
+        let (realloc, joined, probe) = shell.drain_events();
+        if let (true, Some(gw)) = (probe, gateway) {
+            let tx = witness_tx.clone();
+            let timeout = settings.timings.fence_after;
+            tokio::spawn(async move {
+                let sent = mono();
+                let ok = health::ping_once(gw, timeout).await;
+                let _ = tx.send((sent, ok)).await;
+            });
+        }
         reconcile_due |= realloc;
         if joined && ready_by.take().is_some() {
             crate::notify::ready("running; joined the cluster");
@@ -348,14 +366,21 @@ impl Shell {
     }
 
     /// Logs events and schedules persistence; returns whether the
-    /// allocation this node acts on changed, and whether it joined.
-    fn drain_events(&mut self) -> (bool, bool) {
+    /// allocation this node acts on changed, whether it joined, and whether
+    /// the engine wants a witness probe.
+    fn drain_events(&mut self) -> (bool, bool, bool) {
         let mut realloc = false;
         let mut joined = false;
+        let mut probe = false;
         while let Some(ev) = self.engine.poll_event() {
             match ev {
                 Event::MemberUp(id) => {
-                    tracing::info!(member = %id.node, addr = %id.addr, "member up")
+                    tracing::info!(member = %id.node, addr = %id.addr, "member up");
+                    // A member came (back): after a partition heals, clients
+                    // on the other side may still point at a stale MAC, so
+                    // every held address is announced again.
+                    self.announced.clear();
+                    realloc = true;
                 }
                 Event::MemberDown(id) => tracing::warn!(member = %id.node, "member down"),
                 Event::Joined => {
@@ -380,7 +405,12 @@ impl Shell {
                 Event::Fenced => {
                     tracing::warn!("no quorum: released every address (self-fenced)")
                 }
-                Event::Unfenced => tracing::info!("quorum regained"),
+                Event::ProbeWitness => probe = true,
+                Event::Unfenced => {
+                    tracing::info!("quorum regained");
+                    self.announced.clear();
+                    realloc = true;
+                }
                 Event::StateChanged => {
                     if self.save_due.is_none() && self.wanted() != self.saved {
                         self.save_due = Some(mono() + PERSIST_DELAY);
@@ -388,7 +418,7 @@ impl Shell {
                 }
             }
         }
-        (realloc, joined)
+        (realloc, joined, probe)
     }
 
     /// Whether this node holds nothing any more (after a drain request), or
@@ -637,6 +667,7 @@ impl Shell {
                     .cloned()
                     .unwrap_or_default()
                     .into_iter()
+                    .chain((n.id == *me && self.engine.fenced()).then(|| "no quorum".to_string()))
                     .chain(n.iface_trouble.iter().map(|(i, why)| format!("{i}: {why}")))
                     .collect(),
             })

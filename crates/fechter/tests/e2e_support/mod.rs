@@ -253,10 +253,29 @@ impl Cluster {
         Cluster::start_with(test, |_| Vec::new(), |_| {})
     }
 
+    /// [`Cluster::start_with`] on a lab of `nodes` machines (not [`NODES`]).
+    pub fn start_sized(
+        test: &str,
+        nodes: usize,
+        extra: impl Fn(usize) -> Vec<String>,
+        prepare: impl FnOnce(&Lab),
+    ) -> Option<Cluster> {
+        Cluster::start_inner(test, nodes, extra, prepare)
+    }
+
     /// [`Cluster::start`] with extra agent arguments per node, and a hook
     /// that prepares the lab (e.g. a gateway address) before any agent runs.
     pub fn start_with(
         test: &str,
+        extra: impl Fn(usize) -> Vec<String>,
+        prepare: impl FnOnce(&Lab),
+    ) -> Option<Cluster> {
+        Cluster::start_inner(test, NODES, extra, prepare)
+    }
+
+    fn start_inner(
+        test: &str,
+        nodes: usize,
         extra: impl Fn(usize) -> Vec<String>,
         prepare: impl FnOnce(&Lab),
     ) -> Option<Cluster> {
@@ -265,7 +284,7 @@ impl Cluster {
         }
         let serial = serial();
         let netns_before = lab::netns_list().expect("ip netns list");
-        let lab = Lab::new(NODES).expect("building the namespace lab");
+        let lab = Lab::new(nodes).expect("building the namespace lab");
         let dir = tempfile::Builder::new()
             .prefix("fechter-e2e-")
             .tempdir()
@@ -284,21 +303,22 @@ impl Cluster {
             key,
             test: test.to_owned(),
             netns_before,
-            extra: (0..NODES).map(extra).collect(),
+            extra: (0..nodes).map(extra).collect(),
             _serial: serial,
         };
         prepare(&cluster.lab);
         let t0 = Instant::now();
         let seed = cluster.lab.node_ipv4(0);
-        for node in 0..NODES {
+        for node in 0..nodes {
             let attach = if node == 0 { vec![] } else { vec![seed] };
             let agent = cluster.spawn(node, &attach);
             cluster.agents.push(agent);
             cluster.wait_control(node, Duration::from_secs(10));
         }
-        cluster.wait_members_alive(&[0, 1, 2], Duration::from_secs(15));
+        let all: Vec<usize> = (0..nodes).collect();
+        cluster.wait_members_alive(&all, Duration::from_secs(15));
         eprintln!(
-            "{test}: lab {} with {NODES} agents formed in {:?}",
+            "{test}: lab {} with {nodes} agents formed in {:?}",
             cluster.lab.prefix(),
             t0.elapsed()
         );
@@ -440,7 +460,7 @@ impl Cluster {
 
     /// `fechter up` on every node.
     pub fn up_all(&self) {
-        for node in 0..NODES {
+        for node in 0..self.agents.len() {
             self.cli_ok(node, &["up"]);
         }
     }
@@ -522,7 +542,7 @@ impl Cluster {
 
     /// The nodes whose `eth0` carries `ip` now (`ip -br addr show dev eth0`).
     pub fn kernel_holders(&self, ip: IpAddr) -> Vec<usize> {
-        (0..NODES)
+        (0..self.agents.len())
             .filter(|&node| {
                 let out = self
                     .lab
@@ -657,7 +677,7 @@ impl Cluster {
         let t0 = Instant::now();
         let mut last = String::new();
         let done = poll(limit, Duration::from_millis(50), || {
-            for n in 0..NODES {
+            for n in 0..self.agents.len() {
                 let r = self.try_status(n).ok()?;
                 let unfit: Vec<&str> = r
                     .members
@@ -665,7 +685,7 @@ impl Cluster {
                     .filter(|m| m.liveness != "alive" || !m.ineligible.is_empty())
                     .map(|m| m.id.as_str())
                     .collect();
-                if r.members.len() != NODES || !unfit.is_empty() {
+                if r.members.len() != self.agents.len() || !unfit.is_empty() {
                     last = format!("n{n} sees {unfit:?} unfit:\n{}", r.render());
                     return None;
                 }
@@ -787,7 +807,7 @@ impl Cluster {
             !self.agents[node].running(),
             "n{node}: restart while the agent still runs"
         );
-        let attach: Vec<Ipv4Addr> = (0..NODES)
+        let attach: Vec<Ipv4Addr> = (0..self.agents.len())
             .filter(|&n| n != node)
             .map(|n| self.lab.node_ipv4(n))
             .collect();
