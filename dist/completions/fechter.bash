@@ -22,6 +22,9 @@ _fechter() {
             fechter,agent)
                 cmd="fechter__subcmd__agent"
                 ;;
+            fechter,check-config)
+                cmd="fechter__subcmd__check__subcmd__config"
+                ;;
             fechter,demo)
                 cmd="fechter__subcmd__demo"
                 ;;
@@ -53,7 +56,7 @@ _fechter() {
 
     case "${cmd}" in
         fechter)
-            opts="-h -V --help --version agent add-address remove-address up down status members demo keygen plan"
+            opts="-h -V --help --version agent add-address remove-address up down status members demo check-config keygen plan"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -85,7 +88,7 @@ _fechter() {
             return 0
             ;;
         fechter__subcmd__agent)
-            opts="-h -V --config --node-id --listen --attach --data-dir --key-file --insecure --dry-run --gateway --control-socket --help --version"
+            opts="-h -V --config --node-id --listen --attach --data-dir --key-file --insecure --dry-run --gateway --control-socket --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -123,6 +126,24 @@ _fechter() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        fechter__subcmd__check__subcmd__config)
+            opts="-h -V --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

@@ -34,6 +34,7 @@ complete -c fechter -n "__fish_fechter_needs_command" -f -a "down" -d 'Mark this
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "status" -d 'Show where every address is, and the cluster\'s members'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "members" -d 'Show the cluster\'s members: liveness, admin status, eligibility'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "demo" -d 'Run a live three-node demo cluster in network namespaces on this machine (needs root): add addresses, kill the holder of one, show the failover a client saw; everything is removed at the end (also on Ctrl-C)'
+complete -c fechter -n "__fish_fechter_needs_command" -f -a "check-config" -d 'Check an agent config file: every error with its line and key'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "keygen" -d 'Write a fresh random cluster key to PATH (mode 0600; never overwrites)'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "plan" -d 'Offline: print the allocation and standbys for given nodes and addresses'
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -l config -d 'A TOML file with any of these settings (flags override it). Default: /etc/fechter/fechter.toml when it exists' -r -F
@@ -44,6 +45,8 @@ complete -c fechter -n "__fish_fechter_using_subcommand agent" -l data-dir -d 'W
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -l key-file -d 'The 32-byte cluster key (create one with `fechter keygen`)' -r -F
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -l gateway -d 'The gateway to check with ICMP echo: while it does not answer, this node takes no addresses (and in a two-node cluster it breaks ties)' -r
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -l control-socket -d 'The control socket the CLI talks to (default /run/fechter/fechter.sock)' -r -F
+complete -c fechter -n "__fish_fechter_using_subcommand agent" -l log-format -d 'Log format: `text` (journald-friendly, the default) or `json` (one object per line, for log shippers)' -r -f -a "text\t''
+json\t''"
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -l insecure -d 'Run without a cluster key: cluster traffic is neither authenticated nor encrypted'
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -l dry-run -d 'Decide and log, but never touch the interfaces (no netlink, no packets)'
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -s h -l help -d 'Print help'
@@ -71,6 +74,8 @@ complete -c fechter -n "__fish_fechter_using_subcommand members" -s V -l version
 complete -c fechter -n "__fish_fechter_using_subcommand demo" -l nodes -d 'How many machines the demo cluster has' -r
 complete -c fechter -n "__fish_fechter_using_subcommand demo" -s h -l help -d 'Print help'
 complete -c fechter -n "__fish_fechter_using_subcommand demo" -s V -l version -d 'Print version'
+complete -c fechter -n "__fish_fechter_using_subcommand check-config" -s h -l help -d 'Print help'
+complete -c fechter -n "__fish_fechter_using_subcommand check-config" -s V -l version -d 'Print version'
 complete -c fechter -n "__fish_fechter_using_subcommand keygen" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c fechter -n "__fish_fechter_using_subcommand keygen" -s V -l version -d 'Print version'
 complete -c fechter -n "__fish_fechter_using_subcommand plan" -l node -d 'An eligible node (repeatable, or comma-separated)' -r

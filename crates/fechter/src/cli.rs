@@ -72,6 +72,12 @@ pub enum Command {
     /// machine (needs root): add addresses, kill the holder of one, show the
     /// failover a client saw; everything is removed at the end (also on Ctrl-C).
     Demo(DemoArgs),
+    /// Check an agent config file: every error with its line and key.
+    CheckConfig {
+        /// The file to check (default /etc/fechter/fechter.toml).
+        #[arg(default_value = "/etc/fechter/fechter.toml")]
+        path: PathBuf,
+    },
     /// Write a fresh random cluster key to PATH (mode 0600; never overwrites).
     ///
     /// Copy the same file to every node and start each agent with --key-file PATH.
@@ -141,6 +147,10 @@ pub struct AgentArgs {
     /// The control socket the CLI talks to (default /run/fechter/fechter.sock).
     #[arg(long)]
     pub control_socket: Option<PathBuf>,
+    /// Log format: `text` (journald-friendly, the default) or `json` (one
+    /// object per line, for log shippers).
+    #[arg(long, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -72,6 +72,8 @@ pub struct AgentFile {
     pub announce_burst_ms: Option<Vec<u64>>,
     pub announce_refresh_ms: Option<u64>,
     pub quorum: Option<Quorum>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
     pub gateway: Option<String>,
     pub gateway_check: Option<TimingFile>,
     #[serde(default)]
@@ -141,6 +143,8 @@ pub struct Resolved {
     pub key_file: Option<PathBuf>,
     pub insecure: bool,
     pub dry_run: bool,
+    /// Logs as JSON lines instead of text.
+    pub log_json: bool,
 }
 
 /// Flags override the file; the file overrides defaults. `host_name` gives
@@ -153,6 +157,15 @@ pub fn resolve(
         Some(p) => load(p)?,
         None if Path::new(DEFAULT_CONFIG).exists() => load(Path::new(DEFAULT_CONFIG))?,
         None => AgentFile::default(),
+    };
+    let log_json = match args.log_format.as_deref().or(file.log_format.as_deref()) {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(format!(
+                "log_format {other:?} is unknown; use \"text\" or \"json\""
+            ));
+        }
     };
     let node_id = match (&args.node_id, &file.node_id) {
         (Some(id), _) => id.clone(),
@@ -271,7 +284,48 @@ pub fn resolve(
         key_file: args.key_file.clone().or(file.key_file),
         insecure: args.insecure || file.insecure.unwrap_or(false),
         dry_run: args.dry_run || file.dry_run.unwrap_or(false),
+        log_json,
     })
+}
+
+/// `fechter check-config`: resolves `path` as the agent would (without
+/// flags) and returns a summary, or every problem found.
+pub fn check_file(path: &Path) -> Result<String, String> {
+    if !path.exists() {
+        return Err(format!(
+            "{} does not exist; give the path of the agent's config file",
+            path.display()
+        ));
+    }
+    let args = AgentArgs {
+        config: Some(path.to_owned()),
+        node_id: None,
+        listen: None,
+        attach: Vec::new(),
+        data_dir: None,
+        key_file: None,
+        insecure: false,
+        dry_run: false,
+        gateway: None,
+        control_socket: None,
+        log_format: None,
+    };
+    let r = resolve(&args, || Ok(NodeId::new("(host name)")))?;
+    if r.key_file.is_none() && !r.insecure {
+        return Err(format!(
+            "{}: no key_file (and insecure is not set): the agent would refuse to start; create a key with `fechter keygen` and set key_file",
+            path.display()
+        ));
+    }
+    Ok(format!(
+        "{} is valid: node {} listens on {}, attaches to {} seed(s), {} health check(s), quorum {:?}",
+        path.display(),
+        r.settings.node_id,
+        r.listen,
+        r.settings.seeds.len(),
+        r.settings.checks.len(),
+        r.settings.quorum
+    ))
 }
 
 /// Rejects settings that cannot work, naming the keys.
@@ -442,6 +496,25 @@ heartbeat_timeout = 90
         let (_d, p) = file("[timings]\nheartbeat_interval = \"fast\"\n");
         let e = resolve(&args(&["--config", p.to_str().unwrap()]), host).unwrap_err();
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn check_config_reports_valid_files_and_names_problems() {
+        let (_d, p) = file("listen = \"127.0.0.1\"\nkey_file = \"/etc/fechter/cluster.key\"\n");
+        let ok = check_file(&p).unwrap();
+        assert!(
+            ok.contains("is valid") && ok.contains("127.0.0.1:4573"),
+            "{ok}"
+        );
+        let (_d, p) = file("listen = \"127.0.0.1\"\n");
+        assert!(check_file(&p).unwrap_err().contains("key_file"));
+        let (_d, p) = file("listen = \"127.0.0.1\"\nlog_format = \"xml\"\n");
+        assert!(check_file(&p).unwrap_err().contains("log_format"));
+        assert!(
+            check_file(Path::new("/nonexistent/fechter.toml"))
+                .unwrap_err()
+                .contains("does not exist")
+        );
     }
 
     #[test]

@@ -34,6 +34,10 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::CheckConfig { path } => {
+            println!("{}", fechter::config::check_file(&path)?);
+            Ok(())
+        }
         Command::Keygen { path } => {
             fechter_cluster::keyfile::generate_key_file(&path).map_err(|e| e.to_string())?;
             println!(
@@ -113,8 +117,8 @@ fn host_name() -> Result<NodeId, String> {
 }
 
 fn run_agent(args: AgentArgs) -> Result<(), String> {
-    init_logging();
     let r = fechter::config::resolve(&args, host_name)?;
+    init_logging(r.log_json);
     let key = match (&r.key_file, r.insecure) {
         (Some(path), _) => {
             fechter_cluster::keyfile::load_key_file(path).map_err(|e| e.to_string())?
@@ -206,13 +210,18 @@ fn shutdown_signal() -> impl Future<Output = ()> {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr (journald takes it under systemd): text by default,
+/// JSON lines with `--log-format json`. `FECHTER_LOG` sets the level.
+fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FECHTER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        fmt.json().init();
+    } else {
+        fmt.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }

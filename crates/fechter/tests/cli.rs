@@ -128,3 +128,23 @@ fn plan_json_is_machine_readable() {
     let placements = v["allocation"]["placements"].as_object().unwrap();
     assert_eq!(placements.len(), 2);
 }
+
+#[test]
+fn check_config_names_the_line_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "listen = \"127.0.0.1\"\nkey_file = \"/k\"\nquorom = \"off\"\n",
+    )
+    .unwrap();
+    let o = fechter(&["check-config", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("line 3") && e.contains("quorom"), "{e}");
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "listen = \"127.0.0.1\"\nkey_file = \"/k\"\n").unwrap();
+    let o = fechter(&["check-config", good.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("is valid"));
+}

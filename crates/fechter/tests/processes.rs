@@ -418,3 +418,24 @@ fn sighup_does_not_stop_the_agent() {
     agents[0].signal(libc::SIGTERM);
     assert!(agents[0].wait_exit(Duration::from_secs(10)).success());
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let root = tempfile::tempdir().unwrap();
+    let node = NodeFiles::new(root.path(), "n0", free_ports(1)[0]);
+    let mut agent = Agent::start(&node, &[], &["--insecure", "--log-format", "json"]);
+    let refs = vec![&agent];
+    wait_for("the agent answers", &refs, Duration::from_secs(10), |s| {
+        s.iter().all(Option::is_some)
+    });
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(10)).success());
+    let log = agent.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for l in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{l}");
+    }
+}
