@@ -533,14 +533,6 @@ impl Engine {
         &self.members
     }
 
-    #[doc(hidden)]
-    pub fn debug_timers(&self) -> Vec<String> {
-        self.timers
-            .iter()
-            .map(|(k, v)| format!("{:?} {:?}", k, v))
-            .collect()
-    }
-
     pub fn drops(&self) -> EngineDrops {
         self.drops
     }

@@ -1,5 +1,12 @@
-//! Cluster runtime of fechter (membership and state sync to come).
+//! Cluster runtime of fechter.
 //!
+//! - [`engine`]: one node's protocol state machine, sans I/O (quinn-proto
+//!   style: `handle_*` in, `poll_*` out, time passed in, seeded RNG): SWIM
+//!   membership through foca, the replicated state with broadcasts and
+//!   anti-entropy, and [`duty`]: leading, heartbeats and standby takeovers,
+//!   hand-offs, quorum and self-fencing.
+//! - [`sim`]: a deterministic in-memory network of engines with a recording
+//!   platform, for tests and benchmarks (partitions, crashes, restarts).
 //! - [`seal`]: every cluster datagram is encrypted and authenticated with
 //!   XChaCha20-Poly1305 under the cluster key, and checked against a
 //!   per-sender replay window; dropped datagrams are counted by reason.
