@@ -459,10 +459,16 @@ impl Engine {
                 ..own
             },
         );
+        // The clock starts past every stamp on disk, so a local write always
+        // wins over what this node wrote before it restarted.
+        let hlc = replica
+            .addresses
+            .max_stamp()
+            .map_or(Hlc::default(), |s| s.hlc);
         let shared = Rc::new(RefCell::new(Shared {
             replica,
             changed: false,
-            hlc: Hlc::default(),
+            hlc,
         }));
         let swim = Foca::with_custom_broadcast(
             me,
@@ -602,21 +608,10 @@ impl Engine {
         };
         match packet {
             Packet::Swim(data) => {
-                let mut notes = Vec::new();
-                let res = {
-                    let mut fx = Effects {
-                        now: now.at,
-                        timers: &mut self.timers,
-                        seq: &mut self.seq,
-                        out: &mut self.out,
-                        notes: &mut notes,
-                    };
-                    self.swim.handle_data(&data, &mut fx)
-                };
+                let res = self.with_swim(now, |swim, fx| swim.handle_data(&data, fx));
                 if res.is_err() {
                     self.drops.swim_rejected += 1;
                 }
-                self.absorb(now, notes);
             }
             Packet::Digest {
                 digest,
@@ -699,19 +694,8 @@ impl Engine {
             let kind = entry.remove();
             match kind {
                 TimerKind::Swim(t) => {
-                    let mut notes = Vec::new();
-                    {
-                        let mut fx = Effects {
-                            now: now.at,
-                            timers: &mut self.timers,
-                            seq: &mut self.seq,
-                            out: &mut self.out,
-                            notes: &mut notes,
-                        };
-                        // Errors here are foca telling us a timer is stale.
-                        let _ = self.swim.handle_timer(t, &mut fx);
-                    }
-                    self.absorb(now, notes);
+                    // Errors here are foca telling us a timer is stale.
+                    let _ = self.with_swim(now, |swim, fx| swim.handle_timer(t, fx));
                 }
                 TimerKind::Announce => {
                     let joined = !self.members.is_empty();
@@ -811,8 +795,14 @@ impl Engine {
 
     /// Leaves the cluster gracefully (members see us down at once).
     pub fn leave(&mut self, now: Now) {
+        let _ = self.with_swim(now, |swim, fx| swim.leave_cluster(fx));
+    }
+
+    /// Runs one foca call with this engine as its runtime (timers, datagrams
+    /// and notifications are collected), then absorbs the notifications.
+    fn with_swim<R>(&mut self, now: Now, f: impl FnOnce(&mut Swim, &mut Effects<'_>) -> R) -> R {
         let mut notes = Vec::new();
-        {
+        let r = {
             let mut fx = Effects {
                 now: now.at,
                 timers: &mut self.timers,
@@ -820,9 +810,10 @@ impl Engine {
                 out: &mut self.out,
                 notes: &mut notes,
             };
-            let _ = self.swim.leave_cluster(&mut fx);
-        }
+            f(&mut self.swim, &mut fx)
+        };
         self.absorb(now, notes);
+        r
     }
 
     fn tick(&mut self, now: Now) -> Stamp {
@@ -1319,18 +1310,7 @@ impl Engine {
                 incarnation: 0,
                 bump: 0,
             };
-            let mut notes = Vec::new();
-            {
-                let mut fx = Effects {
-                    now: now.at,
-                    timers: &mut self.timers,
-                    seq: &mut self.seq,
-                    out: &mut self.out,
-                    notes: &mut notes,
-                };
-                let _ = self.swim.announce(placeholder, &mut fx);
-            }
-            self.absorb(now, notes);
+            let _ = self.with_swim(now, |swim, fx| swim.announce(placeholder, fx));
         }
     }
 
