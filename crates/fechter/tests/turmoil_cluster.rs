@@ -553,3 +553,117 @@ fn cluster_changes_are_written_after_the_persist_delay_of_virtual_time() {
         );
     }
 }
+
+/// Sends every request at the same virtual instant, then steps until all are
+/// answered (bounded).
+fn concurrently(c: &mut Cluster, reqs: &[(&str, Request)]) -> Vec<Response> {
+    let mut answers = Vec::new();
+    for (name, req) in reqs {
+        let tx = c.node(name).slot.borrow().clone().expect("running");
+        let (reply, answer) = oneshot::channel();
+        tx.try_send((req.clone(), reply)).expect("control channel");
+        answers.push(answer);
+    }
+    let mut out: Vec<Option<Response>> = vec![None; answers.len()];
+    for _ in 0..1000 {
+        c.step();
+        for (i, a) in answers.iter_mut().enumerate() {
+            if out[i].is_none()
+                && let Ok(r) = a.try_recv()
+            {
+                out[i] = Some(r);
+            }
+        }
+        if out.iter().all(Option::is_some) {
+            return out.into_iter().flatten().collect();
+        }
+    }
+    panic!("requests not answered within 1000 steps")
+}
+
+#[test]
+fn five_and_ten_nodes_converge_and_agree_on_concurrent_changes() {
+    for (n, seed) in [(5usize, 11u64), (10, 12)] {
+        let names: Vec<&'static str> = (0..n)
+            .map(|i| &*Box::leak(format!("n{i}").into_boxed_str()))
+            .collect();
+        let mut c = Cluster::new(seed, &names);
+        let took = c.wait_for("all see all alive", Duration::from_secs(15), |c| {
+            all_see(c, &names, &names, &[])
+        });
+        eprintln!("{n} nodes formed in {took:?} (virtual)");
+        c.ok(
+            "n0",
+            Request::AddAddress {
+                spec: spec("eth0:198.51.100.10/24"),
+            },
+        );
+        c.wait_for(
+            "the first address everywhere",
+            Duration::from_secs(5),
+            |c| all_list(c, &names, &["eth0:198.51.100.10/24"]),
+        );
+        // At one instant: one node removes it, two others add new ones.
+        let answers = concurrently(
+            &mut c,
+            &[
+                (
+                    "n1",
+                    Request::RemoveAddress {
+                        spec: spec("eth0:198.51.100.10/24"),
+                    },
+                ),
+                (
+                    "n2",
+                    Request::AddAddress {
+                        spec: spec("eth0:198.51.100.11/24"),
+                    },
+                ),
+                (
+                    "n3",
+                    Request::AddAddress {
+                        spec: spec("eth0:198.51.100.12/24"),
+                    },
+                ),
+            ],
+        );
+        assert!(
+            answers.iter().all(|a| matches!(a, Response::Ok { .. })),
+            "{answers:?}"
+        );
+        c.wait_for("every node agrees", Duration::from_secs(5), |c| {
+            all_list(
+                c,
+                &names,
+                &["eth0:198.51.100.11/24", "eth0:198.51.100.12/24"],
+            )
+        });
+    }
+}
+
+/// (More than a datagram holds, through the real agent loop; 10,000
+/// addresses are synced in the engine simulation, crates/cluster/tests/sim.rs.)
+#[test]
+fn a_late_joiner_receives_every_address() {
+    let mut c = formed(21);
+    let all: Vec<String> = (0..400u32)
+        .map(|i| {
+            let ip =
+                std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + i);
+            format!("eth0:{ip}/15")
+        })
+        .collect();
+    for s in &all {
+        c.ok("n0", Request::AddAddress { spec: spec(s) });
+    }
+    let node = add_host(&mut c.sim, &c.dirs, "late", vec!["n1"], KEY);
+    c.nodes.push(node);
+    let took = c.wait_for(
+        "the late joiner has every address",
+        Duration::from_secs(30),
+        |c| c.status("late").addresses.len() == all.len(),
+    );
+    eprintln!("{} addresses reached a late joiner in {took:?} (virtual)", all.len());
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    assert!(all_list(&mut c, &["late", "n2"], &refs));
+}
