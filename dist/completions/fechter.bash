@@ -31,6 +31,9 @@ _fechter() {
             fechter,down)
                 cmd="fechter__subcmd__down"
                 ;;
+            fechter,events)
+                cmd="fechter__subcmd__events"
+                ;;
             fechter,keygen)
                 cmd="fechter__subcmd__keygen"
                 ;;
@@ -56,7 +59,7 @@ _fechter() {
 
     case "${cmd}" in
         fechter)
-            opts="-h -V --help --version agent add-address remove-address up down status members demo check-config keygen plan"
+            opts="-h -V --help --version agent add-address remove-address up down status members events demo check-config keygen plan"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -88,7 +91,7 @@ _fechter() {
             return 0
             ;;
         fechter__subcmd__agent)
-            opts="-h -V --config --node-id --listen --attach --data-dir --key-file --insecure --dry-run --gateway --control-socket --log-format --help --version"
+            opts="-h -V --config --node-id --listen --attach --data-dir --key-file --insecure --dry-run --gateway --control-socket --log-format --metrics-listen --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -128,6 +131,10 @@ _fechter() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --metrics-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -171,6 +178,24 @@ _fechter() {
             ;;
         fechter__subcmd__down)
             opts="-h -V --control-socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --control-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        fechter__subcmd__events)
+            opts="-h -V --follow --json --control-socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

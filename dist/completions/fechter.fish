@@ -33,6 +33,7 @@ complete -c fechter -n "__fish_fechter_needs_command" -f -a "up" -d 'Mark this m
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "down" -d 'Mark this machine down: its addresses are handed to the others first'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "status" -d 'Show where every address is, and the cluster\'s members'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "members" -d 'Show the cluster\'s members: liveness, admin status, eligibility'
+complete -c fechter -n "__fish_fechter_needs_command" -f -a "events" -d 'Show this node\'s history: addresses acquired and released (and why), takeovers, members, leader, health checks, quorum'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "demo" -d 'Run a live three-node demo cluster in network namespaces on this machine (needs root): add addresses, kill the holder of one, show the failover a client saw; everything is removed at the end (also on Ctrl-C)'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "check-config" -d 'Check an agent config file: every error with its line and key'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "keygen" -d 'Write a fresh random cluster key to PATH (mode 0600; never overwrites)'
@@ -47,6 +48,7 @@ complete -c fechter -n "__fish_fechter_using_subcommand agent" -l gateway -d 'Th
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -l control-socket -d 'The control socket the CLI talks to (default /run/fechter/fechter.sock)' -r -F
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -l log-format -d 'Log format: `text` (journald-friendly, the default) or `json` (one object per line, for log shippers)' -r -f -a "text\t''
 json\t''"
+complete -c fechter -n "__fish_fechter_using_subcommand agent" -l metrics-listen -d 'Serve Prometheus metrics at http://IP:PORT/metrics (default: off)' -r
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -l insecure -d 'Run without a cluster key: cluster traffic is neither authenticated nor encrypted'
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -l dry-run -d 'Decide and log, but never touch the interfaces (no netlink, no packets)'
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -s h -l help -d 'Print help'
@@ -71,6 +73,11 @@ complete -c fechter -n "__fish_fechter_using_subcommand members" -l control-sock
 complete -c fechter -n "__fish_fechter_using_subcommand members" -l json -d 'Print JSON instead of the table'
 complete -c fechter -n "__fish_fechter_using_subcommand members" -s h -l help -d 'Print help'
 complete -c fechter -n "__fish_fechter_using_subcommand members" -s V -l version -d 'Print version'
+complete -c fechter -n "__fish_fechter_using_subcommand events" -l control-socket -d 'The agent\'s control socket' -r -F
+complete -c fechter -n "__fish_fechter_using_subcommand events" -l follow -d 'Keep printing new events as they happen (until Ctrl-C)'
+complete -c fechter -n "__fish_fechter_using_subcommand events" -l json -d 'Print one JSON object per line instead of text'
+complete -c fechter -n "__fish_fechter_using_subcommand events" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c fechter -n "__fish_fechter_using_subcommand events" -s V -l version -d 'Print version'
 complete -c fechter -n "__fish_fechter_using_subcommand demo" -l nodes -d 'How many machines the demo cluster has' -r
 complete -c fechter -n "__fish_fechter_using_subcommand demo" -s h -l help -d 'Print help'
 complete -c fechter -n "__fish_fechter_using_subcommand demo" -s V -l version -d 'Print version'

@@ -244,6 +244,10 @@ pub enum Event {
     /// This node, as standby, took the addresses of an unheard holder.
     TookOver {
         holder: NodeId,
+        /// How long the holder had been silent when this node took over (the
+        /// detection time: a little over `heartbeat_timeout`); zero when the
+        /// holder was heard restarting.
+        silence: Duration,
     },
     /// This node published a table (it leads).
     Published(TableMeta),
@@ -1056,8 +1060,16 @@ impl Engine {
     fn took_over(&mut self, now: Now, holders: &[NodeId]) {
         let settle = self.cfg.timings.heartbeat_interval * 2;
         for h in holders {
+            let silence = self
+                .duty
+                .last_heard
+                .get(h)
+                .map_or(Duration::ZERO, |t| now.at.saturating_duration_since(*t));
             self.duty.suspect(h.clone(), now.at, settle);
-            self.events.push_back(Event::TookOver { holder: h.clone() });
+            self.events.push_back(Event::TookOver {
+                holder: h.clone(),
+                silence,
+            });
         }
         self.send_takeover_notices(now);
         self.dirty = true;

@@ -68,6 +68,20 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Show this node's history: addresses acquired and released (and why),
+    /// takeovers, members, leader, health checks, quorum.
+    ///
+    /// The agent keeps the last 1,000 events in memory (lost on restart).
+    Events {
+        /// Keep printing new events as they happen (until Ctrl-C).
+        #[arg(long)]
+        follow: bool,
+        /// Print one JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Run a live three-node demo cluster in network namespaces on this
     /// machine (needs root): add addresses, kill the holder of one, show the
     /// failover a client saw; everything is removed at the end (also on Ctrl-C).
@@ -151,6 +165,9 @@ pub struct AgentArgs {
     /// object per line, for log shippers).
     #[arg(long, value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// Serve Prometheus metrics at http://IP:PORT/metrics (default: off).
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]

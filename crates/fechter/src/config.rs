@@ -18,6 +18,11 @@
 //! announce_refresh_ms = 0  # re-announce held addresses this often (0: never)
 //! quorum = "majority"      # or "off": hold addresses only while seeing a majority
 //! gateway = "198.51.100.254"  # ICMP-checked; unreachable: this node takes no addresses
+//! metrics_listen = "127.0.0.1:9573"  # Prometheus: GET /metrics (default: off)
+//! notify_acquire = "logger acquired $FECHTER_ADDRESS"  # hooks, run with sh -c
+//! notify_release = "logger released $FECHTER_ADDRESS"
+//! notify_leader = "logger leader $FECHTER_LEADER"
+//! notify_timeout_ms = 5000 # a hook running longer is killed
 //!
 //! [gateway_check]          # defaults shown
 //! interval_ms = 250
@@ -75,6 +80,14 @@ pub struct AgentFile {
     /// `text` or `json`.
     pub log_format: Option<String>,
     pub gateway: Option<String>,
+    /// `IP:PORT` for Prometheus metrics (`GET /metrics`).
+    pub metrics_listen: Option<String>,
+    /// Hooks run with `sh -c` when this node acquires or releases an
+    /// address, or sees a new leader.
+    pub notify_acquire: Option<String>,
+    pub notify_release: Option<String>,
+    pub notify_leader: Option<String>,
+    pub notify_timeout_ms: Option<u64>,
     pub gateway_check: Option<TimingFile>,
     #[serde(default)]
     pub check: Vec<CheckFile>,
@@ -272,6 +285,27 @@ pub fn resolve(
             timing,
         });
     }
+    settings.metrics_listen = match (args.metrics_listen, &file.metrics_listen) {
+        (Some(a), _) => Some(a),
+        (None, Some(s)) => Some(s.parse().map_err(|_| {
+            format!("config metrics_listen: {s:?} is not IP:PORT; write e.g. metrics_listen = \"127.0.0.1:9573\"")
+        })?),
+        (None, None) => None,
+    };
+    let hook = |key: &str, v: Option<String>| match v {
+        Some(c) if c.trim().is_empty() => Err(format!(
+            "{key} is empty; give a command (run with sh -c), or leave the key out"
+        )),
+        v => Ok(v),
+    };
+    settings.notify.acquire = hook("notify_acquire", file.notify_acquire)?;
+    settings.notify.release = hook("notify_release", file.notify_release)?;
+    settings.notify.leader = hook("notify_leader", file.notify_leader)?;
+    match file.notify_timeout_ms {
+        Some(0) => return Err("notify_timeout_ms must be positive".into()),
+        Some(ms) => settings.notify.timeout = Duration::from_millis(ms),
+        None => {}
+    }
     settings.announce_refresh = match file.announce_refresh_ms {
         None | Some(0) => None,
         Some(ms) => Some(Duration::from_millis(ms)),
@@ -309,6 +343,7 @@ pub fn check_file(path: &Path) -> Result<String, String> {
         gateway: None,
         control_socket: None,
         log_format: None,
+        metrics_listen: None,
     };
     let r = resolve(&args, || Ok(NodeId::new("(host name)")))?;
     if r.key_file.is_none() && !r.insecure {
@@ -420,6 +455,11 @@ announce_burst_ms = [0, 50]
 announce_refresh_ms = 30000
 quorum = "off"
 gateway = "127.0.0.254"
+metrics_listen = "127.0.0.1:9573"
+notify_acquire = "echo acquire"
+notify_release = "echo release"
+notify_leader = "echo leader"
+notify_timeout_ms = 300
 [gateway_check]
 interval_ms = 100
 [[check]]
@@ -449,6 +489,19 @@ heartbeat_timeout = 90
         );
         assert_eq!(r.settings.announce_refresh, Some(Duration::from_secs(30)));
         assert_eq!(r.settings.quorum, Quorum::Off);
+        assert_eq!(
+            r.settings.metrics_listen,
+            Some("127.0.0.1:9573".parse().unwrap())
+        );
+        assert_eq!(
+            r.settings.notify,
+            crate::agent::hooks::Notify {
+                acquire: Some("echo acquire".into()),
+                release: Some("echo release".into()),
+                leader: Some("echo leader".into()),
+                timeout: Duration::from_millis(300),
+            }
+        );
         assert_eq!(r.settings.checks.len(), 2);
         assert_eq!(r.settings.checks[0].name, "gateway");
         assert_eq!(
@@ -479,10 +532,16 @@ heartbeat_timeout = 90
                 "127.0.0.9",
                 "--data-dir",
                 "/tmp/y",
+                "--metrics-listen",
+                "127.0.0.1:9999",
             ]),
             host,
         )
         .unwrap();
+        assert_eq!(
+            r.settings.metrics_listen,
+            Some("127.0.0.1:9999".parse().unwrap())
+        );
         assert_eq!(r.settings.node_id, NodeId::new("ws-9"));
         assert_eq!(r.listen.port(), 4573);
         assert_eq!(r.settings.data_dir, PathBuf::from("/tmp/y"));
@@ -529,5 +588,22 @@ heartbeat_timeout = 90
         assert!(e.contains("heartbeat_timeout"), "{e}");
         let e = resolve(&args(&[]), host).unwrap_err();
         assert!(e.contains("--listen"), "{e}");
+        for (text, key) in [
+            ("metrics_listen = \"127.0.0.1\"\n", "metrics_listen"),
+            ("notify_timeout_ms = 0\n", "notify_timeout_ms"),
+            ("notify_acquire = \" \"\n", "notify_acquire"),
+        ] {
+            let (_d, p) = file(&format!("listen = \"127.0.0.1\"\n{text}"));
+            let e = resolve(&args(&["--config", p.to_str().unwrap()]), host).unwrap_err();
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn hooks_and_metrics_are_off_by_default() {
+        let r = resolve(&args(&["--listen", "127.0.0.1"]), host).unwrap();
+        assert_eq!(r.settings.metrics_listen, None);
+        assert_eq!(r.settings.notify, crate::agent::hooks::Notify::default());
+        assert_eq!(r.settings.notify.timeout, Duration::from_secs(5));
     }
 }

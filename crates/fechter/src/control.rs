@@ -13,11 +13,21 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "kebab-case")]
 pub enum Request {
-    AddAddress { spec: AddrSpec },
-    RemoveAddress { spec: AddrSpec },
+    AddAddress {
+        spec: AddrSpec,
+    },
+    RemoveAddress {
+        spec: AddrSpec,
+    },
     Up,
     Down,
     Status,
+    /// This node's history (`fechter events`): the entries after sequence
+    /// number `after` (all kept with `None`).
+    Events {
+        #[serde(default)]
+        after: Option<u64>,
+    },
 }
 
 /// The answer to `status`: this node's view of the cluster.

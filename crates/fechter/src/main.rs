@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use fechter::agent::events::EventsReport;
 use fechter::agent::{self, Settings, net::SystemClock, server};
 use fechter::cli::{AgentArgs, Cli, Command};
 use fechter::control::{self, Request, Response, StatusReport};
@@ -75,6 +76,11 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::Events {
+            follow,
+            json,
+            socket,
+        } => events(&socket.path, follow, json),
         Command::Members { json, socket } => {
             let report = status(&socket.path)?;
             if json {
@@ -98,6 +104,47 @@ fn status(socket: &std::path::Path) -> Result<StatusReport, String> {
             )
         }),
         Response::Error { error } => Err(error),
+    }
+}
+
+/// `fechter events`: prints the history, then (`--follow`) polls for new
+/// entries every 200 ms until interrupted.
+fn events(socket: &std::path::Path, follow: bool, json: bool) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut after = None;
+    let mut incarnation = None;
+    loop {
+        let report: EventsReport =
+            match control::call(socket, &Request::Events { after }).map_err(|e| e.to_string())? {
+                Response::Ok { body } => serde_json::from_value(body).map_err(|e| {
+                    format!("the agent's events are unreadable ({e}); are the CLI and agent the same version?")
+                })?,
+                Response::Error { error } => return Err(error),
+            };
+        if incarnation.is_some_and(|i| i != report.incarnation) {
+            // The agent restarted: its sequence numbers started again.
+            incarnation = Some(report.incarnation);
+            after = None;
+            continue;
+        }
+        incarnation = Some(report.incarnation);
+        let mut out = std::io::stdout().lock();
+        for e in &report.events {
+            let line = if json {
+                serde_json::to_string(e).expect("serializes")
+            } else {
+                e.render()
+            };
+            if writeln!(out, "{line}").is_err() {
+                return Ok(()); // stdout closed (e.g. `| head`)
+            }
+            after = Some(e.seq);
+        }
+        let _ = out.flush();
+        if !follow {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 

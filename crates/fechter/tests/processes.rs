@@ -439,3 +439,388 @@ fn json_logs_are_one_object_per_line() {
         assert!(v.get("level").is_some() && v.get("fields").is_some(), "{l}");
     }
 }
+
+// ---- Observability: `fechter events`, /metrics, notify hooks ----
+
+/// `fechter events --json` of `a`: one object per line.
+fn events(a: &Agent) -> Vec<serde_json::Value> {
+    let out = a.cli(&["events", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}: fechter events: {}",
+        a.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Whether `evs` has `acquired` `spec` with a reason starting with `reason`.
+fn acquired(evs: &[serde_json::Value], spec: &str, reason: &str) -> bool {
+    evs.iter().any(|e| {
+        e["event"] == "acquired"
+            && e["address"] == spec
+            && e["reason"].as_str().is_some_and(|r| r.starts_with(reason))
+    })
+}
+
+/// A free TCP port on 127.0.0.1.
+fn free_tcp_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// `GET /metrics` from 127.0.0.1:`port` (bounded).
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read /metrics");
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    out
+}
+
+/// The value of the sample `name` (with its labels) in a metrics text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Two agents (n0, n1) with `config` as their config file, both up and
+/// eligible, then two addresses, one held by each. Returns the agents, the
+/// addresses, and which agent holds the first one.
+fn two_serving(
+    root: &Path,
+    config: &str,
+    extra: &[&[&str]; 2],
+) -> (Vec<Agent>, [String; 2], usize) {
+    let key = root.join("cluster.key");
+    keygen(&key);
+    let key = key.to_str().unwrap();
+    let ports = free_ports(2);
+    let nodes: Vec<NodeFiles> = ["n0", "n1"]
+        .iter()
+        .zip(ports)
+        .map(|(n, p)| NodeFiles::new(root, n, p))
+        .collect();
+    fs::write(&nodes[0].config, config).unwrap();
+    let agents: Vec<Agent> = (0..2)
+        .map(|i| {
+            let mut flags = vec!["--key-file", key];
+            flags.extend(extra[i]);
+            Agent::start(&nodes[i], &[&nodes[1 - i]], &flags)
+        })
+        .collect();
+    let refs: Vec<&Agent> = agents.iter().collect();
+    wait_for(
+        "n0 and n1 see each other",
+        &refs,
+        Duration::from_secs(10),
+        |s| s.iter().all(|st| sees(st, &["n0", "n1"], &[])),
+    );
+    for a in &agents {
+        a.ok(&["up"]);
+    }
+    // Both eligible (up and mature) before any address exists: each address
+    // goes straight to its holder, with no hand-off in between.
+    wait_for(
+        "n0 and n1 are eligible",
+        &refs,
+        Duration::from_secs(10),
+        |s| {
+            s.iter().all(|st| {
+                st.as_ref().is_some_and(|st| {
+                    st.members.len() == 2
+                        && st
+                            .members
+                            .iter()
+                            .all(|m| m.admin == "up" && m.ineligible.is_empty())
+                })
+            })
+        },
+    );
+    let want = [addr("198.51.100.10"), addr("198.51.100.11")];
+    agents[0].ok(&["add-address", &want[0]]);
+    agents[0].ok(&["add-address", &want[1]]);
+    let placed = |st: &Option<StatusReport>| {
+        st.as_ref().is_some_and(|st| {
+            st.addresses.len() == 2
+                && st
+                    .addresses
+                    .iter()
+                    .all(|a| a.holder.is_some() && a.standby.is_some())
+                && st.addresses[0].holder != st.addresses[1].holder
+        })
+    };
+    wait_for(
+        "each node holds one address",
+        &refs,
+        Duration::from_secs(10),
+        |s| s.iter().all(placed),
+    );
+    // ...and has installed it.
+    let start = Instant::now();
+    let holder = loop {
+        let st = agents[0].status().expect("n0 answers");
+        let h = st.addresses[0].holder.clone().unwrap();
+        let i = usize::from(h == "n1");
+        let j = 1 - i;
+        if acquired(&events(&agents[i]), &want[0], "assigned")
+            && acquired(&events(&agents[j]), &want[1], "assigned")
+        {
+            break i;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the addresses were not acquired: {:?} {:?}",
+            events(&agents[0]),
+            events(&agents[1])
+        );
+        sleep(POLL);
+    };
+    (agents, want, holder)
+}
+
+/// Polls the survivor's events until it acquired `spec` by takeover;
+/// returns the time since `since`.
+fn wait_takeover(survivor: &Agent, spec: &str, victim: &str, since: Instant) -> Duration {
+    loop {
+        if acquired(&events(survivor), spec, &format!("takeover from {victim}")) {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "{} did not take {spec} over: {:#?}\n{}",
+            survivor.name,
+            events(survivor),
+            survivor.log()
+        );
+        sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_takeover_shows_in_events_and_metrics() {
+    let root = tempfile::tempdir().unwrap();
+    let m = [free_tcp_port(), free_tcp_port()];
+    let (m0, m1) = (format!("127.0.0.1:{}", m[0]), format!("127.0.0.1:{}", m[1]));
+    let (mut agents, want, h) = two_serving(
+        root.path(),
+        "",
+        &[&["--metrics-listen", &m0], &["--metrics-listen", &m1]],
+    );
+    let s = 1 - h;
+    let before = scrape(m[s]);
+    assert_eq!(
+        sample(&before, "fechter_addresses_held"),
+        Some(1.0),
+        "{before}"
+    );
+    assert_eq!(
+        sample(&before, "fechter_takeovers_total"),
+        Some(0.0),
+        "{before}"
+    );
+
+    let victim_name = agents[h].name.clone();
+    agents[h].child.kill().expect("SIGKILL the holder");
+    let killed = Instant::now();
+    agents[h].wait_exit(Duration::from_secs(5));
+    let took = wait_takeover(&agents[s], &want[0], &victim_name, killed);
+    eprintln!(
+        "{} took {} over {took:?} after the kill",
+        agents[s].name, want[0]
+    );
+
+    let evs = events(&agents[s]);
+    let seqs: Vec<u64> = evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert!(
+        evs.iter()
+            .all(|e| e["time_ms"].as_u64().unwrap() > 1_600_000_000_000)
+    );
+    let took_over = evs
+        .iter()
+        .find(|e| e["event"] == "took-over" && e["holder"] == victim_name.as_str())
+        .unwrap_or_else(|| panic!("no took-over event: {evs:#?}"));
+    let silence = took_over["silence_ms"].as_u64().unwrap();
+    assert!((65..1000).contains(&silence), "silence {silence} ms");
+    assert!(
+        evs.iter().any(|e| e["event"] == "member-up"),
+        "no member-up: {evs:#?}"
+    );
+    // `fechter events` after a sequence number, and the text form.
+    let text = agents[s].cli(&["events"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines().any(|l| l.contains(&format!(
+            "acquired {} (takeover from {victim_name})",
+            want[0]
+        ))),
+        "{text}"
+    );
+
+    let after = scrape(m[s]);
+    let n = |name| sample(&after, name).unwrap_or_else(|| panic!("no {name}:\n{after}"));
+    assert!(n("fechter_takeovers_total") >= 1.0, "{after}");
+    assert!(
+        n("fechter_takeover_silence_seconds_count") >= 1.0,
+        "{after}"
+    );
+    assert!(
+        n("fechter_takeover_silence_seconds_sum") >= 0.065,
+        "{after}"
+    );
+    assert!(n("fechter_announcements_total") >= 1.0, "{after}");
+    assert_eq!(n("fechter_quorum"), 1.0, "{after}");
+    // The gauges follow within a renewal (500 ms).
+    let start = Instant::now();
+    loop {
+        let t = scrape(m[s]);
+        if sample(&t, "fechter_addresses_held") == Some(2.0)
+            && sample(&t, "fechter_members{state=\"dead\"}") == Some(1.0)
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{t}");
+        sleep(POLL);
+    }
+}
+
+/// A config whose hooks append their environment to `out`.
+fn recording_hooks(out: &Path, acquire_prefix: &str, timeout_ms: u64) -> String {
+    let record = format!(
+        "echo \"$FECHTER_EVENT|$FECHTER_NODE|$FECHTER_ADDRESS|$FECHTER_IP|$FECHTER_INTERFACE|$FECHTER_REASON|$FECHTER_LEADER\" >> {}",
+        out.display()
+    );
+    format!(
+        "notify_acquire = '{acquire_prefix}{record}'\nnotify_release = '{record}'\nnotify_leader = '{record}'\nnotify_timeout_ms = {timeout_ms}\n"
+    )
+}
+
+/// The acquire/release lines of a hook record, without FECHTER_LEADER, sorted.
+fn hook_calls(out: &Path) -> Vec<String> {
+    let text = fs::read_to_string(out).unwrap_or_default();
+    let mut v: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with("leader|"))
+        .map(|l| l.rsplit_once('|').map_or(l, |(head, _)| head).to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn notify_hooks_see_exactly_the_acquires_and_releases_of_a_failover() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("hooks.log");
+    let config = recording_hooks(&out, "", 5000);
+    let (mut agents, want, h) = two_serving(root.path(), &config, &[&[], &[]]);
+    let s = 1 - h;
+    let (holder, survivor) = (agents[h].name.clone(), agents[s].name.clone());
+    let ip = |spec: &str| {
+        spec.split(':')
+            .nth(1)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let line = |event: &str, node: &str, spec: &str, reason: &str| {
+        format!("{event}|{node}|{spec}|{}|{NO_IFACE}|{reason}", ip(spec))
+    };
+    let mut expected = vec![
+        line("acquire", &holder, &want[0], "assigned"),
+        line("acquire", &survivor, &want[1], "assigned"),
+    ];
+    expected.sort();
+    let wait_calls = |expected: &Vec<String>| {
+        let start = Instant::now();
+        while hook_calls(&out) != *expected {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "hook calls {:#?}, expected {expected:#?}",
+                hook_calls(&out)
+            );
+            sleep(POLL);
+        }
+    };
+    wait_calls(&expected);
+
+    agents[h].child.kill().expect("SIGKILL the holder");
+    let killed = Instant::now();
+    agents[h].wait_exit(Duration::from_secs(5));
+    wait_takeover(&agents[s], &want[0], &holder, killed);
+    expected.push(line(
+        "acquire",
+        &survivor,
+        &want[0],
+        &format!("takeover from {holder}"),
+    ));
+    expected.sort();
+    wait_calls(&expected);
+    // Nothing else follows (no release, no second acquire).
+    sleep(Duration::from_secs(1));
+    assert_eq!(hook_calls(&out), expected);
+    let text = fs::read_to_string(&out).unwrap();
+    assert!(
+        text.lines().any(
+            |l| l.starts_with(&format!("leader|{survivor}||||leader changed|"))
+                && !l.ends_with('|')
+        ),
+        "no leader hook with a leader:\n{text}"
+    );
+    // Every acquire saw a leader.
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("acquire|"))
+            .all(|l| !l.ends_with('|')),
+        "{text}"
+    );
+
+    // A graceful stop hands the addresses... nowhere (no peer): released.
+    agents[s].signal(libc::SIGTERM);
+    assert!(agents[s].wait_exit(Duration::from_secs(10)).success());
+    let calls = hook_calls(&out);
+    for spec in &want {
+        let l = line("release", &survivor, spec, "shutdown");
+        assert!(calls.contains(&l), "no {l} in {calls:#?}");
+    }
+}
+
+#[test]
+fn a_hanging_notify_hook_does_not_delay_a_takeover() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("hooks.log");
+    // Every acquire hook sleeps 30 s first; each is killed after 300 ms.
+    let config = recording_hooks(&out, "sleep 30; ", 300);
+    let (mut agents, want, h) = two_serving(root.path(), &config, &[&[], &[]]);
+    let s = 1 - h;
+    let holder = agents[h].name.clone();
+    agents[h].child.kill().expect("SIGKILL the holder");
+    let killed = Instant::now();
+    let took = wait_takeover(&agents[s], &want[0], &holder, killed);
+    eprintln!("with a hanging acquire hook, the takeover came {took:?} after the kill");
+    assert!(took < Duration::from_millis(1000), "took {took:?}");
+    // The hooks were killed at their timeout, and said so; none completed.
+    let start = Instant::now();
+    while !agents[s].log().contains("notify hook killed after 300 ms") {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{}",
+            agents[s].log()
+        );
+        sleep(POLL);
+    }
+    assert!(
+        hook_calls(&out).iter().all(|l| !l.starts_with("acquire|")),
+        "{:?}",
+        hook_calls(&out)
+    );
+}

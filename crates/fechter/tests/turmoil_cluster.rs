@@ -663,7 +663,10 @@ fn a_late_joiner_receives_every_address() {
         Duration::from_secs(30),
         |c| c.status("late").addresses.len() == all.len(),
     );
-    eprintln!("{} addresses reached a late joiner in {took:?} (virtual)", all.len());
+    eprintln!(
+        "{} addresses reached a late joiner in {took:?} (virtual)",
+        all.len()
+    );
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     assert!(all_list(&mut c, &["late", "n2"], &refs));
 }

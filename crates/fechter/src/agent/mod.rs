@@ -10,8 +10,11 @@
 //! The loop is generic over the socket, the clock and the platform, so the
 //! same code runs on turmoil's simulated network with a recording platform.
 
+pub mod events;
 pub mod health;
+pub mod hooks;
 pub mod linux;
+pub mod metrics;
 pub mod net;
 pub mod platform;
 pub mod server;
@@ -20,11 +23,14 @@ pub mod store;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use events::{Observer, What};
 use fechter_cluster::engine::{Engine, EngineConfig, Event, Id, Now, Quorum, Timings};
 use fechter_cluster::persist::{DataDir, PersistError};
 use fechter_cluster::seal::{MAX_PAYLOAD_LEN, Opener, Sealer};
+use fechter_core::alloc::Allocation;
 use fechter_core::reconcile::{Action, LocalView, installed_after, plan};
 use fechter_core::replica::{Admin, NodeRecord, Replica};
 use fechter_core::state::{AddError, AddressState, RemoveError};
@@ -61,6 +67,10 @@ pub struct Settings {
     pub quorum: Quorum,
     /// Health checks (gateway, scripts); a failing one makes this node ineligible.
     pub checks: Vec<health::Check>,
+    /// Notify hooks (acquire, release, leader).
+    pub notify: hooks::Notify,
+    /// Where to serve Prometheus metrics (`GET /metrics`); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -79,6 +89,8 @@ impl Settings {
             announce_refresh: None,
             quorum: Quorum::Majority,
             checks: Vec::new(),
+            notify: hooks::Notify::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -93,6 +105,8 @@ pub enum AgentError {
     Persist(#[from] PersistError),
     #[error("cluster socket: {0}")]
     Net(std::io::Error),
+    #[error("{0}")]
+    Metrics(String),
 }
 
 /// How long a state change from the cluster may wait before it is written
@@ -152,6 +166,18 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
         wall_ms: clock.wall_ms(),
     };
     let seed = rng_seed(&settings.node_id, saved.incarnation);
+    let metrics = Arc::new(metrics::Metrics::new());
+    if let Some(addr) = settings.metrics_listen {
+        let listener = metrics::bind(addr).await.map_err(AgentError::Metrics)?;
+        tracing::info!(%addr, "serving metrics at /metrics");
+        tokio::spawn(metrics::serve(listener, metrics.clone()));
+    }
+    let obs = Observer::new(
+        settings.node_id.clone(),
+        saved.incarnation,
+        hooks::Hooks::start(settings.notify.clone()),
+        metrics,
+    );
     let mut shell = Shell {
         engine: Engine::new(cfg, replica, seed, now(&clock)),
         sealer: Sealer::new(&settings.key, &settings.node_id, saved.incarnation),
@@ -161,7 +187,15 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
         save_due: None,
         installed,
         announced: BTreeSet::new(),
+        obs,
+        last_alloc: Allocation::default(),
+        took_over: BTreeSet::new(),
     };
+    let incarnation = shell.saved.incarnation;
+    shell
+        .obs
+        .note(clock.wall_ms(), What::Started { incarnation });
+    shell.refresh_metrics();
     tracing::info!(node = %settings.node_id, %listen, incarnation = shell.saved.incarnation, "agent started");
 
     let mut machine = platform.events();
@@ -249,6 +283,7 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
                 }
                 if next_renew <= t {
                     next_renew = t + settings.renew_every;
+                    shell.refresh_metrics();
                     reconcile_due = true;
                     links_due = true;
                 }
@@ -290,6 +325,7 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
                 }
             } => match change {
                 Some((name, passing)) => {
+                    shell.obs.note(clock.wall_ms(), What::Health { check: name.clone(), passing });
                     let changed = if passing { failing.remove(&name) } else { failing.insert(name) };
                     if changed {
                         let reasons: Vec<String> = failing.iter().cloned().collect();
@@ -304,11 +340,12 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
             () = &mut shutdown, if draining.is_none() => {
                 tracing::info!("shutting down: handing addresses off first");
                 crate::notify::stopping("handing addresses off");
+                shell.obs.note(clock.wall_ms(), What::Stopping);
                 draining = Some(mono() + settings.drain_timeout);
                 shell.engine.update_own(now(&clock), |r| r.leaving = true);
             }
         }
-        let (realloc, joined, probe) = shell.drain_events();
+        let (realloc, joined, probe) = shell.drain_events(now(&clock));
         if let (true, Some(gw)) = (probe, gateway) {
             let tx = witness_tx.clone();
             let timeout = settings.timings.fence_after;
@@ -324,11 +361,14 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
         }
     }
     // Whatever is left (timeout, or nobody to hand to) is removed now.
-    shell.release_all(&mut platform).await?;
+    shell.release_all(&mut platform, clock.wall_ms()).await?;
     tracing::info!("leaving the cluster");
     shell.engine.leave(now(&clock));
     shell.flush(&socket).await;
     shell.persist()?;
+    // The last hooks (releases) may finish, within their timeout.
+    let limit = settings.notify.timeout + Duration::from_secs(1);
+    shell.obs.hooks.finish(limit).await;
     Ok(())
 }
 
@@ -349,6 +389,12 @@ struct Shell {
     installed: BTreeSet<AddrSpec>,
     /// Addresses announced since this process started holding them.
     announced: BTreeSet<AddrSpec>,
+    /// History, hooks and metrics.
+    obs: Observer,
+    /// The allocation of the last reconcile, and the holders taken over
+    /// since: why an address is acquired or released.
+    last_alloc: Allocation,
+    took_over: BTreeSet<NodeId>,
 }
 
 impl Shell {
@@ -368,31 +414,52 @@ impl Shell {
     /// Logs events and schedules persistence; returns whether the
     /// allocation this node acts on changed, whether it joined, and whether
     /// the engine wants a witness probe.
-    fn drain_events(&mut self) -> (bool, bool, bool) {
+    fn drain_events(&mut self, now: Now) -> (bool, bool, bool) {
         let mut realloc = false;
         let mut joined = false;
         let mut probe = false;
+        let mut any = false;
         while let Some(ev) = self.engine.poll_event() {
+            any = true;
+            let t = now.wall_ms;
             match ev {
                 Event::MemberUp(id) => {
                     tracing::info!(member = %id.node, addr = %id.addr, "member up");
+                    let member = id.node.to_string();
+                    self.obs.note(t, What::MemberUp { member });
                     // A member came (back): after a partition heals, clients
                     // on the other side may still point at a stale MAC, so
                     // every held address is announced again.
                     self.announced.clear();
                     realloc = true;
                 }
-                Event::MemberDown(id) => tracing::warn!(member = %id.node, "member down"),
+                Event::MemberDown(id) => {
+                    tracing::warn!(member = %id.node, "member down");
+                    let member = id.node.to_string();
+                    self.obs.note(t, What::MemberDown { member });
+                }
                 Event::Joined => {
                     joined = true;
                     tracing::info!("joined the cluster")
                 }
                 Event::Isolated => tracing::warn!("no live peer: isolated"),
                 Event::LeaderChanged(l) => {
-                    tracing::info!(leader = l.as_ref().map(NodeId::as_str), "leader")
+                    tracing::info!(leader = l.as_ref().map(NodeId::as_str), "leader");
+                    let leader = l.as_ref().map(ToString::to_string);
+                    self.obs.note(t, What::LeaderChanged { leader });
                 }
-                Event::TookOver { holder } => {
-                    tracing::warn!(%holder, "holder unheard: took over its addresses")
+                Event::TookOver { holder, silence } => {
+                    tracing::warn!(%holder, ?silence, "holder unheard: took over its addresses");
+                    let silence_ms = silence.as_millis() as u64;
+                    let h = holder.to_string();
+                    self.obs.note(
+                        t,
+                        What::TookOver {
+                            holder: h,
+                            silence_ms,
+                        },
+                    );
+                    self.took_over.insert(holder);
                 }
                 Event::Published(meta) => {
                     tracing::debug!(
@@ -403,11 +470,13 @@ impl Shell {
                 }
                 Event::AllocationChanged => realloc = true,
                 Event::Fenced => {
-                    tracing::warn!("no quorum: released every address (self-fenced)")
+                    tracing::warn!("no quorum: released every address (self-fenced)");
+                    self.obs.note(t, What::QuorumLost);
                 }
                 Event::ProbeWitness => probe = true,
                 Event::Unfenced => {
                     tracing::info!("quorum regained");
+                    self.obs.note(t, What::QuorumRegained);
                     self.announced.clear();
                     realloc = true;
                 }
@@ -418,7 +487,15 @@ impl Shell {
                 }
             }
         }
+        if any {
+            self.refresh_metrics();
+        }
         (realloc, joined, probe)
+    }
+
+    fn refresh_metrics(&self) {
+        let held = self.installed.len();
+        self.obs.metrics.refresh(&self.engine, &self.opener, held);
     }
 
     /// Whether this node holds nothing any more (after a drain request), or
@@ -494,9 +571,12 @@ impl Shell {
                 Ok(()) => {
                     match a {
                         Action::Install(s) | Action::Remove(s) => {
-                            tracing::info!(address = %s, "{}", if matches!(a, Action::Install(_)) { "acquired" } else { "released" })
+                            let what = self.why(a, &alloc);
+                            tracing::info!(address = %s, reason = %what.1, "{}", if matches!(a, Action::Install(_)) { "acquired" } else { "released" });
+                            self.obs.note(now.wall_ms, what.0);
                         }
                         Action::Announce(s) => {
+                            self.obs.metrics.announced();
                             self.announced.insert(s.clone());
                         }
                         Action::Renew(_) => {}
@@ -512,17 +592,69 @@ impl Shell {
         }
         self.installed = installed;
         self.engine.confirm_installed(now, &self.installed);
+        self.last_alloc = alloc;
+        self.took_over.clear();
+        self.refresh_metrics();
         Ok(())
     }
 
+    /// The history entry for an install or remove, and its reason.
+    fn why(&self, action: &Action, alloc: &Allocation) -> (What, String) {
+        let me = &self.engine.id().node;
+        let prev = &self.last_alloc;
+        match action {
+            Action::Install(s) => {
+                let reinstall = self.installed.contains(s);
+                let reason = events::acquire_reason(s, me, prev, alloc, &self.took_over, reinstall);
+                let address = s.to_string();
+                (
+                    What::Acquired {
+                        address,
+                        reason: reason.clone(),
+                    },
+                    reason,
+                )
+            }
+            _ => {
+                let s = match action {
+                    Action::Remove(s) | Action::Renew(s) | Action::Announce(s) => s,
+                    Action::Install(_) => unreachable!(),
+                };
+                let assignable = self
+                    .engine
+                    .replica()
+                    .addresses
+                    .assignable()
+                    .into_iter()
+                    .any(|(_, x)| x == *s);
+                let fenced = self.engine.fenced();
+                let reason = events::release_reason(s, me, prev, alloc, fenced, assignable);
+                let address = s.to_string();
+                (
+                    What::Released {
+                        address,
+                        reason: reason.clone(),
+                    },
+                    reason,
+                )
+            }
+        }
+    }
+
     /// Removes every address this node installed (shutdown).
-    async fn release_all<P: Platform>(&mut self, platform: &mut P) -> Result<(), PersistError> {
+    async fn release_all<P: Platform>(
+        &mut self,
+        platform: &mut P,
+        wall_ms: u64,
+    ) -> Result<(), PersistError> {
         for a in std::mem::take(&mut self.installed) {
             let act = Action::Remove(a.clone());
             if let Err(e) = platform.execute(&act).await {
                 tracing::warn!(address = %a, "cannot remove: {e}");
             } else {
                 tracing::info!(address = %a, "released");
+                let (address, reason) = (a.to_string(), "shutdown".to_string());
+                self.obs.note(wall_ms, What::Released { address, reason });
             }
         }
         self.dir.save_json(INSTALLED_FILE, &self.installed)
@@ -629,6 +761,10 @@ impl Shell {
             }
             Request::Status => {
                 let body = serde_json::to_value(self.status()).expect("serializes");
+                return Response::Ok { body };
+            }
+            Request::Events { after } => {
+                let body = serde_json::to_value(self.obs.report(after)).expect("serializes");
                 return Response::Ok { body };
             }
         };
