@@ -43,6 +43,9 @@ _fechter() {
             fechter,plan)
                 cmd="fechter__subcmd__plan"
                 ;;
+            fechter,reload)
+                cmd="fechter__subcmd__reload"
+                ;;
             fechter,remove-address)
                 cmd="fechter__subcmd__remove__subcmd__address"
                 ;;
@@ -59,7 +62,7 @@ _fechter() {
 
     case "${cmd}" in
         fechter)
-            opts="-h -V --help --version agent add-address remove-address up down status members events demo check-config keygen plan"
+            opts="-h -V --help --version agent add-address remove-address up down status members events demo reload check-config keygen plan"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -256,6 +259,24 @@ _fechter() {
                     return 0
                     ;;
                 --fail)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        fechter__subcmd__reload)
+            opts="-h -V --control-socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --control-socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -35,6 +35,7 @@ complete -c fechter -n "__fish_fechter_needs_command" -f -a "status" -d 'Show wh
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "members" -d 'Show the cluster\'s members: liveness, admin status, eligibility'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "events" -d 'Show this node\'s history: addresses acquired and released (and why), takeovers, members, leader, health checks, quorum'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "demo" -d 'Run a live three-node demo cluster in network namespaces on this machine (needs root): add addresses, kill the holder of one, show the failover a client saw; everything is removed at the end (also on Ctrl-C)'
+complete -c fechter -n "__fish_fechter_needs_command" -f -a "reload" -d 'Make the agent re-read its configuration (as SIGHUP does): live changes apply without moving any address, restart-only ones are refused'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "check-config" -d 'Check an agent config file: every error with its line and key'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "keygen" -d 'Write a fresh random cluster key to PATH (mode 0600; never overwrites)'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "plan" -d 'Offline: print the allocation and standbys for given nodes and addresses'
@@ -81,6 +82,9 @@ complete -c fechter -n "__fish_fechter_using_subcommand events" -s V -l version 
 complete -c fechter -n "__fish_fechter_using_subcommand demo" -l nodes -d 'How many machines the demo cluster has' -r
 complete -c fechter -n "__fish_fechter_using_subcommand demo" -s h -l help -d 'Print help'
 complete -c fechter -n "__fish_fechter_using_subcommand demo" -s V -l version -d 'Print version'
+complete -c fechter -n "__fish_fechter_using_subcommand reload" -l control-socket -d 'The agent\'s control socket' -r -F
+complete -c fechter -n "__fish_fechter_using_subcommand reload" -s h -l help -d 'Print help'
+complete -c fechter -n "__fish_fechter_using_subcommand reload" -s V -l version -d 'Print version'
 complete -c fechter -n "__fish_fechter_using_subcommand check-config" -s h -l help -d 'Print help'
 complete -c fechter -n "__fish_fechter_using_subcommand check-config" -s V -l version -d 'Print version'
 complete -c fechter -n "__fish_fechter_using_subcommand keygen" -s h -l help -d 'Print help (see more with \'--help\')'

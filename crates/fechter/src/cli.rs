@@ -86,6 +86,12 @@ pub enum Command {
     /// machine (needs root): add addresses, kill the holder of one, show the
     /// failover a client saw; everything is removed at the end (also on Ctrl-C).
     Demo(DemoArgs),
+    /// Make the agent re-read its configuration (as SIGHUP does): live
+    /// changes apply without moving any address, restart-only ones are refused.
+    Reload {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Check an agent config file: every error with its line and key.
     CheckConfig {
         /// The file to check (default /etc/fechter/fechter.toml).

@@ -28,6 +28,9 @@ pub enum Request {
         #[serde(default)]
         after: Option<u64>,
     },
+    /// Re-read the config file (`fechter reload`, SIGHUP): live changes
+    /// apply, restart-only changes are refused, a bad file changes nothing.
+    Reload,
 }
 
 /// The answer to `status`: this node's view of the cluster.

@@ -35,6 +35,15 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::Reload { socket } => {
+            match control::call(&socket.path, &Request::Reload).map_err(|e| e.to_string())? {
+                Response::Ok { body } => {
+                    println!("{}", body.as_str().unwrap_or("reloaded"));
+                    Ok(())
+                }
+                Response::Error { error } => Err(error),
+            }
+        }
         Command::CheckConfig { path } => {
             println!("{}", fechter::config::check_file(&path)?);
             Ok(())
@@ -166,21 +175,47 @@ fn host_name() -> Result<NodeId, String> {
 fn run_agent(args: AgentArgs) -> Result<(), String> {
     let r = fechter::config::resolve(&args, host_name)?;
     init_logging(r.log_json);
-    let key = match (&r.key_file, r.insecure) {
-        (Some(path), _) => {
-            fechter_cluster::keyfile::load_key_file(path).map_err(|e| e.to_string())?
+    if r.key_file.is_none() && r.insecure {
+        tracing::warn!(
+            "--insecure: cluster traffic is neither authenticated nor encrypted; anyone who can reach this port can join the cluster"
+        );
+    }
+    let key = load_key(&r)?;
+    // Reload re-resolves the same flags and file; what the running process
+    // cannot change (its sockets, its logging) must stay as it is.
+    let (listen, control, log_json, dry_run) =
+        (r.listen, r.control_socket.clone(), r.log_json, r.dry_run);
+    let reread = move || -> Result<Settings, String> {
+        let n = fechter::config::resolve(&args, host_name)?;
+        let mut fixed = Vec::new();
+        if n.listen != listen {
+            fixed.push("listen");
         }
-        (None, true) => {
-            tracing::warn!(
-                "--insecure: cluster traffic is neither authenticated nor encrypted; anyone who can reach this port can join the cluster"
-            );
-            [0u8; 32]
+        if n.control_socket != control {
+            fixed.push("control_socket");
         }
-        (None, false) => {
-            return Err("no cluster key: create one with `fechter keygen /etc/fechter/cluster.key`, copy it to every node, and start the agent with --key-file /etc/fechter/cluster.key (or give --insecure for a throw-away test cluster)".into());
+        if n.log_json != log_json {
+            fixed.push("log_format");
         }
+        if n.dry_run != dry_run {
+            fixed.push("dry_run");
+        }
+        if !fixed.is_empty() {
+            return Err(format!(
+                "these settings need a restart of the agent: {}; nothing was changed",
+                fixed.join(", ")
+            ));
+        }
+        Ok(Settings {
+            key: load_key(&n)?,
+            ..n.settings
+        })
     };
-    let settings = Settings { key, ..r.settings };
+    let settings = Settings {
+        key,
+        reload: agent::Reloader(Some(std::sync::Arc::new(reread))),
+        ..r.settings
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -196,6 +231,7 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let reload_tx = tx.clone();
         tokio::spawn(server::serve(listener, tx));
         // systemd (Type=notify): READY=1 follows from the agent loop once it
         // has joined or formed a cluster (fechter::notify::ready).
@@ -212,7 +248,7 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
                 SystemClock,
                 platform,
                 rx,
-                shutdown_signal(),
+                shutdown_signal(reload_tx.clone()),
             )
             .await
         } else {
@@ -226,7 +262,7 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
                 SystemClock,
                 platform,
                 rx,
-                shutdown_signal(),
+                shutdown_signal(reload_tx.clone()),
             )
             .await
         };
@@ -235,11 +271,13 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
     })
 }
 
-/// Completes on SIGTERM or SIGINT. SIGHUP (`systemctl reload`) does not
-/// stop the agent: live reload is not supported yet, so it says so and
-/// changes nothing. The handlers are installed when this is called (before
-/// the agent can report itself ready), not when the future is first polled.
-fn shutdown_signal() -> impl Future<Output = ()> {
+/// Completes on SIGTERM or SIGINT. SIGHUP (`systemctl reload`) re-reads the
+/// configuration through the agent (as `fechter reload` does). The handlers
+/// are installed when this is called (before the agent can report itself
+/// ready), not when the future is first polled.
+fn shutdown_signal(
+    reload: tokio::sync::mpsc::Sender<agent::ControlCall>,
+) -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("signal handler");
     let mut int = signal(SignalKind::interrupt()).expect("signal handler");
@@ -249,11 +287,25 @@ fn shutdown_signal() -> impl Future<Output = ()> {
             tokio::select! {
                 _ = term.recv() => return,
                 _ = int.recv() => return,
-                _ = hup.recv() => tracing::warn!(
-                    "SIGHUP: live reload is not supported yet; nothing changed. Restart the agent (systemctl restart fechter) to apply a new configuration"
-                ),
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: re-reading the configuration");
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    if reload.send((Request::Reload, tx)).await.is_ok() {
+                        // The agent logs the outcome itself.
+                        tokio::spawn(async move { let _ = rx.await; });
+                    }
+                }
             }
         }
+    }
+}
+
+/// The cluster key the resolved settings name.
+fn load_key(r: &fechter::config::Resolved) -> Result<[u8; 32], String> {
+    match (&r.key_file, r.insecure) {
+        (Some(path), _) => fechter_cluster::keyfile::load_key_file(path).map_err(|e| e.to_string()),
+        (None, true) => Ok([0u8; 32]),
+        (None, false) => Err("no cluster key: create one with `fechter keygen /etc/fechter/cluster.key`, copy it to every node, and start the agent with --key-file /etc/fechter/cluster.key (or give --insecure for a throw-away test cluster)".into()),
     }
 }
 

@@ -824,3 +824,61 @@ fn a_hanging_notify_hook_does_not_delay_a_takeover() {
         hook_calls(&out)
     );
 }
+
+#[test]
+fn reload_applies_live_changes_and_refuses_restart_only_ones() {
+    let root = tempfile::tempdir().unwrap();
+    let node = NodeFiles::new(root.path(), "n0", free_ports(1)[0]);
+    // The agent reads node.config (written empty by NodeFiles).
+    let config = node.config.clone();
+    fs::write(&config, "notify_acquire = \"true\"\n").unwrap();
+    let mut agent = Agent::start(&node, &[], &["--insecure"]);
+    let refs = vec![&agent];
+    wait_for("the agent answers", &refs, Duration::from_secs(10), |s| {
+        s.iter().all(Option::is_some)
+    });
+    // Unchanged: nothing to do.
+    let out = agent.cli(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing changed"));
+    // A live change applies.
+    fs::write(
+        &config,
+        "notify_acquire = \"true\"\nnotify_release = \"true\"\nannounce_refresh_ms = 60000\n",
+    )
+    .unwrap();
+    let out = agent.cli(&["reload"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && said.contains("notify_*") && said.contains("announce_refresh_ms"),
+        "{out:?}"
+    );
+    // A restart-only change is refused, naming the key.
+    fs::write(&config, "quorum = \"off\"\n").unwrap();
+    let out = agent.cli(&["reload"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("restart") && err.contains("quorum"), "{err}");
+    // A broken file changes nothing and names the line.
+    fs::write(&config, "notify_acquire = \"true\"\nquorum = \n").unwrap();
+    let out = agent.cli(&["reload"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("line 2") && err.contains("running configuration stays"),
+        "{err}"
+    );
+    // SIGHUP re-reads too (and does not stop the agent).
+    fs::write(&config, "notify_acquire = \"true\"\n").unwrap();
+    agent.signal(libc::SIGHUP);
+    let refs = vec![&agent];
+    wait_for(
+        "the SIGHUP reload is logged",
+        &refs,
+        Duration::from_secs(5),
+        |_| agent.log().contains("reload: applied"),
+    );
+    assert!(agent.status().is_some());
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(10)).success());
+}

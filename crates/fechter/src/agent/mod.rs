@@ -71,6 +71,82 @@ pub struct Settings {
     pub notify: hooks::Notify,
     /// Where to serve Prometheus metrics (`GET /metrics`); `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// How to re-read the configuration (flags and file) on reload.
+    pub reload: Reloader,
+}
+
+/// Re-resolves the settings from the same flags and config file.
+#[derive(Clone, Default)]
+pub struct Reloader(pub Option<std::sync::Arc<dyn Fn() -> Result<Settings, String> + Send + Sync>>);
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Reloader(config)"
+        } else {
+            "Reloader(none)"
+        })
+    }
+}
+
+impl Settings {
+    /// What `new` changes compared with `self`: the keys that apply live,
+    /// or an error naming the keys that need a restart.
+    pub fn reload_plan(&self, new: &Settings) -> Result<Vec<&'static str>, String> {
+        let mut restart = Vec::new();
+        let mut live = Vec::new();
+        let mut cmp = |changed: bool, key: &'static str, is_live: bool| {
+            if changed {
+                if is_live {
+                    live.push(key)
+                } else {
+                    restart.push(key)
+                }
+            }
+        };
+        cmp(self.node_id != new.node_id, "node_id", false);
+        cmp(self.seeds != new.seeds, "attach", false);
+        cmp(self.data_dir != new.data_dir, "data_dir", false);
+        cmp(self.key != new.key, "key_file / insecure", false);
+        cmp(self.timings != new.timings, "timings", false);
+        cmp(self.lease != new.lease, "lease_ms", false);
+        cmp(self.quorum != new.quorum, "quorum", false);
+        cmp(
+            self.checks != new.checks,
+            "gateway / gateway_check / check",
+            false,
+        );
+        cmp(
+            self.metrics_listen != new.metrics_listen,
+            "metrics_listen",
+            false,
+        );
+        cmp(
+            self.announce_burst != new.announce_burst,
+            "announce_burst_ms",
+            false,
+        );
+        cmp(self.renew_every != new.renew_every, "renew_ms", true);
+        cmp(
+            self.drain_timeout != new.drain_timeout,
+            "drain_timeout_ms",
+            true,
+        );
+        cmp(
+            self.announce_refresh != new.announce_refresh,
+            "announce_refresh_ms",
+            true,
+        );
+        cmp(self.notify != new.notify, "notify_*", true);
+        if restart.is_empty() {
+            Ok(live)
+        } else {
+            Err(format!(
+                "these settings need a restart of the agent: {}; nothing was changed",
+                restart.join(", ")
+            ))
+        }
+    }
 }
 
 impl Settings {
@@ -91,6 +167,7 @@ impl Settings {
             checks: Vec::new(),
             notify: hooks::Notify::default(),
             metrics_listen: None,
+            reload: Reloader::default(),
         }
     }
 }
@@ -123,7 +200,7 @@ fn mono() -> Instant {
 /// Runs the agent until `shutdown` completes, then hands its addresses off
 /// (bounded by `drain_timeout`), removes what is left and leaves the cluster.
 pub async fn run<S: Datagram, C: WallClock, P: Platform>(
-    settings: Settings,
+    mut settings: Settings,
     socket: S,
     clock: C,
     mut platform: P,
@@ -298,7 +375,10 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
                 }
             }
             Some((req, reply)) = control.recv() => {
-                let resp = shell.handle_request(now(&clock), req);
+                let resp = match req {
+                    Request::Reload => reload(&mut settings, &mut shell),
+                    req => shell.handle_request(now(&clock), req),
+                };
                 let _ = reply.send(resp);
                 links_due = true;
             }
@@ -370,6 +450,51 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
     let limit = settings.notify.timeout + Duration::from_secs(1);
     shell.obs.hooks.finish(limit).await;
     Ok(())
+}
+
+/// Re-reads the configuration; applies what can change live (without
+/// moving any address), refuses restart-only changes, keeps everything on
+/// a bad file.
+fn reload(settings: &mut Settings, shell: &mut Shell) -> Response {
+    let Some(reread) = settings.reload.0.clone() else {
+        return Response::Error {
+            error: "this agent was started without a configuration to re-read".into(),
+        };
+    };
+    let outcome = reread().and_then(|new| {
+        let live = settings.reload_plan(&new)?;
+        if live.contains(&"notify_*") {
+            shell.obs.hooks = hooks::Hooks::start(new.notify.clone());
+        }
+        settings.renew_every = new.renew_every;
+        settings.drain_timeout = new.drain_timeout;
+        settings.announce_refresh = new.announce_refresh;
+        settings.notify = new.notify;
+        Ok(live)
+    });
+    match outcome {
+        Ok(live) if live.is_empty() => {
+            tracing::info!("reload: nothing changed");
+            Response::Ok {
+                body: serde_json::json!("configuration re-read: nothing changed"),
+            }
+        }
+        Ok(live) => {
+            tracing::info!(changed = ?live, "reload: applied");
+            Response::Ok {
+                body: serde_json::json!(format!(
+                    "configuration re-read: applied {}",
+                    live.join(", ")
+                )),
+            }
+        }
+        Err(error) => {
+            tracing::warn!("reload refused, the running configuration stays: {error}");
+            Response::Error {
+                error: format!("{error} (the running configuration stays)"),
+            }
+        }
+    }
 }
 
 /// The engine's RNG seed: distinct per node and start, and never from the OS
@@ -758,6 +883,11 @@ impl Shell {
             Request::Down => {
                 self.engine.update_own(now, |r| r.admin = Admin::Down);
                 Ok(())
+            }
+            Request::Reload => {
+                return Response::Error {
+                    error: "reload is handled by the agent loop".into(),
+                };
             }
             Request::Status => {
                 let body = serde_json::to_value(self.status()).expect("serializes");
