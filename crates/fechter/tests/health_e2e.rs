@@ -222,3 +222,60 @@ fn two_nodes_split_and_the_gateway_breaks_the_tie() {
     c.wait_stable(&[A, B], &[0, 1], SEC, 20 * SEC);
     c.finish();
 }
+
+/// `GET /metrics` from inside a node's namespace (bash's /dev/tcp).
+fn scrape(c: &Cluster, node: usize) -> String {
+    c.lab
+        .exec(
+            &c.ns(node),
+            &[
+                "bash",
+                "-c",
+                "exec 3<>/dev/tcp/127.0.0.1/9464 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("scraping n{node}: {e}"))
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+#[test]
+fn metrics_count_a_failover_after_a_machine_dies() {
+    let name = "metrics_after_a_failover";
+    let extra = |_| vec!["--metrics-listen".to_string(), "127.0.0.1:9464".to_string()];
+    let Some((mut c, holders)) = Cluster::start_serving_with(name, &[A, B, C], extra, |_| {})
+    else {
+        return;
+    };
+    let h = holders[0];
+    let standby = c
+        .status(h)
+        .addresses
+        .iter()
+        .find(|a| a.spec == A)
+        .and_then(|a| a.standby.clone())
+        .expect("A has a standby");
+    let s = e2e_support::node_of(&standby);
+    let before = metric(&scrape(&c, s), "fechter_takeovers_total");
+    c.kill_machine(h);
+    let to = wait_moved_off(&c, A, h, 5 * SEC);
+    assert_eq!(to, s, "A went to its standby");
+    let text = scrape(&c, s);
+    assert!(
+        metric(&text, "fechter_takeovers_total") >= before + 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "fechter_takeover_silence_seconds_count") >= 1.0,
+        "{text}"
+    );
+    assert!(metric(&text, "fechter_addresses_held") >= 2.0, "{text}");
+    eprintln!("{name}: n{s} counted the takeover of A from n{h}");
+    c.finish();
+}
