@@ -81,6 +81,23 @@ fn cluster(seed: u64, n: usize) -> Sim {
     sim
 }
 
+/// A formed three-node cluster serving `addrs` addresses: added on n0,
+/// every node up, settled (checked).
+fn serving(seed: u64, addrs: u32) -> Sim {
+    let mut sim = cluster(seed, 3);
+    let now = sim.now();
+    for i in 0..addrs {
+        sim.engine_mut("n0").add_address(now, spec(i)).unwrap();
+    }
+    for n in ["n0", "n1", "n2"] {
+        up(&mut sim, n);
+    }
+    run_checked(&mut sim, Duration::from_secs(10), |s| {
+        settled(s, addrs as usize)
+    });
+    sim
+}
+
 #[test]
 fn the_seed_walkthrough() {
     for seed in SEEDS {
@@ -126,15 +143,7 @@ fn the_seed_walkthrough() {
 #[test]
 fn a_holders_death_is_handled_by_its_standby_before_any_new_table() {
     for seed in SEEDS {
-        let mut sim = cluster(seed, 3);
-        let now = sim.now();
-        for i in 0..6 {
-            sim.engine_mut("n0").add_address(now, spec(i)).unwrap();
-        }
-        for n in ["n0", "n1", "n2"] {
-            up(&mut sim, n);
-        }
-        run_checked(&mut sim, Duration::from_secs(10), |s| settled(s, 6));
+        let mut sim = serving(seed, 6);
         sim.run_for(Duration::from_secs(1));
         // Kill a node that is not the leader, holding addresses.
         let leader = sim.engine("n0").leader().cloned().unwrap();
@@ -230,15 +239,7 @@ fn the_leaders_death_elects_another_without_reshuffling() {
 #[test]
 fn down_hands_off_make_before_break() {
     for seed in SEEDS {
-        let mut sim = cluster(seed, 3);
-        let now = sim.now();
-        for i in 0..6 {
-            sim.engine_mut("n0").add_address(now, spec(i)).unwrap();
-        }
-        for n in ["n0", "n1", "n2"] {
-            up(&mut sim, n);
-        }
-        run_checked(&mut sim, Duration::from_secs(10), |s| settled(s, 6));
+        let mut sim = serving(seed, 6);
         let giving: Vec<AddrSpec> = sim.nodes[&id("n2")].iface.iter().cloned().collect();
         assert!(!giving.is_empty());
         let mark = sim.actions.len();
@@ -300,15 +301,7 @@ fn a_node_that_comes_up_receives_addresses_only_once_mature() {
 
 #[test]
 fn remove_address_makes_its_holder_release_it() {
-    let mut sim = cluster(5, 3);
-    let now = sim.now();
-    for i in 0..3 {
-        sim.engine_mut("n0").add_address(now, spec(i)).unwrap();
-    }
-    for n in ["n0", "n1", "n2"] {
-        up(&mut sim, n);
-    }
-    run_checked(&mut sim, Duration::from_secs(10), |s| settled(s, 3));
+    let mut sim = serving(5, 3);
     let now = sim.now();
     sim.engine_mut("n2")
         .remove_address(now, spec(1).ip)
@@ -325,15 +318,7 @@ fn remove_address_makes_its_holder_release_it() {
 
 #[test]
 fn fail_static_when_every_up_node_is_unhealthy() {
-    let mut sim = cluster(9, 3);
-    let now = sim.now();
-    for i in 0..3 {
-        sim.engine_mut("n0").add_address(now, spec(i)).unwrap();
-    }
-    for n in ["n0", "n1", "n2"] {
-        up(&mut sim, n);
-    }
-    run_checked(&mut sim, Duration::from_secs(10), |s| settled(s, 3));
+    let mut sim = serving(9, 3);
     let before = sim.holders();
     // One unhealthy node: its address moves away.
     let now = sim.now();
@@ -404,15 +389,7 @@ fn losing_an_interface_moves_only_the_addresses_on_it() {
 #[test]
 fn a_holder_restarted_right_after_a_crash_does_not_serve_beside_its_standby() {
     for seed in SEEDS {
-        let mut sim = cluster(seed, 3);
-        let now = sim.now();
-        for i in 0..3 {
-            sim.engine_mut("n0").add_address(now, spec(i)).unwrap();
-        }
-        for n in ["n0", "n1", "n2"] {
-            up(&mut sim, n);
-        }
-        run_checked(&mut sim, Duration::from_secs(10), |s| settled(s, 3));
+        let mut sim = serving(seed, 3);
         sim.run_for(Duration::from_secs(1));
         let leader = sim.engine("n0").leader().cloned().unwrap();
         let victim = ["n0", "n1", "n2"]
