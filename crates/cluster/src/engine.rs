@@ -754,27 +754,25 @@ impl Engine {
 
     /// Adds an address (operator command). On error nothing changes.
     pub fn add_address(&mut self, now: Now, spec: fechter_core::AddrSpec) -> Result<(), AddError> {
-        let stamp = self.tick(now);
-        let entry = self
-            .shared
-            .borrow()
-            .replica
-            .addresses
-            .add_entry(spec, stamp)?;
-        self.broadcast(Item::Address(entry));
-        self.settle(now);
-        Ok(())
+        self.write_address(now, |list, stamp| list.add_entry(spec, stamp))
     }
 
     /// Marks an address do-not-assign (operator command). On error nothing changes.
     pub fn remove_address(&mut self, now: Now, ip: std::net::IpAddr) -> Result<(), RemoveError> {
+        self.write_address(now, |list, stamp| list.remove_entry(ip, stamp))
+    }
+
+    /// A local write to the address list: stamped, disseminated, settled.
+    fn write_address<E>(
+        &mut self,
+        now: Now,
+        write: impl FnOnce(
+            &fechter_core::state::AddressList,
+            Stamp,
+        ) -> Result<fechter_core::state::AddressEntry, E>,
+    ) -> Result<(), E> {
         let stamp = self.tick(now);
-        let entry = self
-            .shared
-            .borrow()
-            .replica
-            .addresses
-            .remove_entry(ip, stamp)?;
+        let entry = write(&self.shared.borrow().replica.addresses, stamp)?;
         self.broadcast(Item::Address(entry));
         self.settle(now);
         Ok(())

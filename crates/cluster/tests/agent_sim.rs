@@ -81,6 +81,15 @@ fn cluster(seed: u64, n: usize) -> Sim {
     sim
 }
 
+/// A node of a three-node cluster that is not its leader.
+fn not_the_leader(sim: &Sim) -> &'static str {
+    let leader = sim.engine("n0").leader().cloned().expect("a leader");
+    ["n0", "n1", "n2"]
+        .into_iter()
+        .find(|n| id(n) != leader)
+        .expect("three nodes")
+}
+
 /// A formed three-node cluster serving `addrs` addresses: added on n0,
 /// every node up, settled (checked).
 fn serving(seed: u64, addrs: u32) -> Sim {
@@ -146,11 +155,7 @@ fn a_holders_death_is_handled_by_its_standby_before_any_new_table() {
         let mut sim = serving(seed, 6);
         sim.run_for(Duration::from_secs(1));
         // Kill a node that is not the leader, holding addresses.
-        let leader = sim.engine("n0").leader().cloned().unwrap();
-        let victim = ["n0", "n1", "n2"]
-            .into_iter()
-            .find(|n| id(n) != leader)
-            .unwrap();
+        let victim = not_the_leader(&sim);
         let table = sim.engine("n0").allocation().clone();
         let theirs: Vec<AddrSpec> = table
             .placements
@@ -391,11 +396,7 @@ fn a_holder_restarted_right_after_a_crash_does_not_serve_beside_its_standby() {
     for seed in SEEDS {
         let mut sim = serving(seed, 3);
         sim.run_for(Duration::from_secs(1));
-        let leader = sim.engine("n0").leader().cloned().unwrap();
-        let victim = ["n0", "n1", "n2"]
-            .into_iter()
-            .find(|n| id(n) != leader)
-            .unwrap();
+        let victim = not_the_leader(&sim);
         let idx: usize = victim[1..].parse().unwrap();
         sim.crash(victim);
         // The standby takes over, then the crashed agent is back at once,

@@ -239,32 +239,17 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
             "listening on {}; joining or forming a cluster",
             r.listen
         ));
+        let shutdown = shutdown_signal(reload_tx);
         let result = if r.dry_run {
             tracing::warn!("--dry-run: interfaces are never changed; actions are only logged");
             let platform = agent::platform::RecordingPlatform::new();
-            agent::run(
-                settings,
-                socket,
-                SystemClock,
-                platform,
-                rx,
-                shutdown_signal(reload_tx.clone()),
-            )
-            .await
+            agent::run(settings, socket, SystemClock, platform, rx, shutdown).await
         } else {
             let platform =
                 agent::linux::LinuxPlatform::new(settings.lease, settings.announce_burst.clone())
                     .await
                     .map_err(|e| e.to_string())?;
-            agent::run(
-                settings,
-                socket,
-                SystemClock,
-                platform,
-                rx,
-                shutdown_signal(reload_tx.clone()),
-            )
-            .await
+            agent::run(settings, socket, SystemClock, platform, rx, shutdown).await
         };
         let _ = std::fs::remove_file(&r.control_socket);
         result.map_err(|e| e.to_string())

@@ -17,6 +17,20 @@ const C: &str = "eth0:198.18.0.52/24";
 const GATEWAY: &str = "198.18.0.254";
 const SEC: Duration = Duration::from_secs(1);
 
+/// Agent arguments: check the gateway (and use it as the two-node witness).
+fn gateway_args(_node: usize) -> Vec<String> {
+    vec!["--gateway".to_string(), GATEWAY.to_string()]
+}
+
+/// The client's namespace also plays the gateway.
+fn client_is_gateway(lab: &fechter_linux::Lab) {
+    lab.ip(
+        &lab.client_ns(),
+        &["addr", "add", &format!("{GATEWAY}/24"), "dev", "eth0"],
+    )
+    .expect("gateway address");
+}
+
 /// Waits until `node`'s status says member `who` is not eligible for a
 /// reason containing `why`.
 fn wait_ineligible(c: &Cluster, node: usize, who: usize, why: &str, limit: Duration) -> Duration {
@@ -56,15 +70,7 @@ fn wait_moved_off(c: &Cluster, spec: &str, not: usize, limit: Duration) -> usize
 #[test]
 fn losing_the_gateway_moves_a_nodes_addresses_and_rise_brings_it_back() {
     let name = "losing_the_gateway";
-    let gw = |_| vec!["--gateway".to_string(), GATEWAY.to_string()];
-    // The client's namespace also plays the gateway.
-    let prepare = |lab: &fechter_linux::Lab| {
-        lab.ip(
-            &lab.client_ns(),
-            &["addr", "add", "198.18.0.254/24", "dev", "eth0"],
-        )
-        .expect("gateway address");
-    };
+    let (gw, prepare) = (gateway_args, client_is_gateway);
     let Some((c, holders)) = Cluster::start_serving_with(name, &[A, B, C], gw, prepare) else {
         return;
     };
@@ -173,14 +179,7 @@ fn a_detached_holder_never_serves_beside_the_majority() {
 #[test]
 fn two_nodes_split_and_the_gateway_breaks_the_tie() {
     let name = "two_nodes_split";
-    let gw = |_| vec!["--gateway".to_string(), GATEWAY.to_string()];
-    let prepare = |lab: &fechter_linux::Lab| {
-        lab.ip(
-            &lab.client_ns(),
-            &["addr", "add", "198.18.0.254/24", "dev", "eth0"],
-        )
-        .expect("gateway address");
-    };
+    let (gw, prepare) = (gateway_args, client_is_gateway);
     let Some(c) = Cluster::start_sized(name, 2, gw, prepare) else {
         return;
     };
