@@ -111,6 +111,40 @@ fn renewal_keeps_the_address_and_remove_is_idempotent() {
         assert!(nl.find(&vip).await.unwrap().is_some());
         assert_eq!(nl.remove(&vip).await.unwrap(), Removed::Deleted);
 
+        // Many at once (all requests in flight together): installs report
+        // each address, renewals keep every one and recreate a missing one.
+        let many: Vec<AddrSpec> = (60..70)
+            .map(|k| spec(&format!("eth0:198.18.0.{k}/32")))
+            .collect();
+        let applied = nl.install_many(&many, lease).await;
+        assert!(
+            applied.iter().all(|r| matches!(r, Ok(Applied::Created))),
+            "{applied:?}"
+        );
+        assert_eq!(nl.remove(&many[3]).await.unwrap(), Removed::Deleted);
+        let started = Instant::now();
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let renewed = nl.renew_many(&many, lease).await;
+            assert!(renewed.iter().all(Result::is_ok), "{renewed:?}");
+        }
+        assert!(
+            started.elapsed() > Duration::from_millis(1500),
+            "past the 1 s lease"
+        );
+        for s in &many {
+            assert!(nl.find(s).await.unwrap().is_some(), "{s} was not kept");
+            assert_eq!(nl.remove(s).await.unwrap(), Removed::Deleted);
+        }
+        let bad = spec("nosuch0:198.18.0.71/32");
+        let renewed = nl.renew_many(&[many[0].clone(), bad], lease).await;
+        assert!(renewed[0].is_ok(), "{renewed:?}");
+        assert!(
+            matches!(renewed[1], Err(PlatformError::InterfaceNotFound(_))),
+            "{renewed:?}"
+        );
+        assert_eq!(nl.remove(&many[0]).await.unwrap(), Removed::Deleted);
+
         // Same address, other prefix: not ours, so nothing to remove.
         nl.install(&vip, lease).await.unwrap();
         assert_eq!(

@@ -132,6 +132,61 @@ impl Platform for LinuxPlatform {
         .map_err(|e: PlatformError| e.to_string())
     }
 
+    /// Installs first, all requests in flight at once; then the
+    /// announcements of what was installed; then every renewal at once;
+    /// then the rest (removals) in order. With hundreds of addresses a
+    /// takeover and the periodic renewal cost a few wake-ups, not two
+    /// netlink round trips per address.
+    async fn execute_plan(&mut self, plan: &[Action]) -> Vec<Result<(), String>> {
+        let mut out: Vec<Option<Result<(), String>>> = vec![None; plan.len()];
+        let pick = |want: fn(&Action) -> Option<&AddrSpec>| -> (Vec<usize>, Vec<AddrSpec>) {
+            plan.iter()
+                .enumerate()
+                .filter_map(|(i, a)| want(a).map(|s| (i, s.clone())))
+                .unzip()
+        };
+        let (at, specs) = pick(|a| match a {
+            Action::Install(s) => Some(s),
+            _ => None,
+        });
+        for s in specs.iter().filter(|s| s.is_ipv4()) {
+            self.promote_secondaries(&s.iface);
+        }
+        let mut not_installed = BTreeSet::new();
+        let results = self.nl.install_many(&specs, self.lease).await;
+        for ((i, s), r) in at.into_iter().zip(&specs).zip(results) {
+            if r.is_err() {
+                not_installed.insert(s.clone());
+            }
+            out[i] = Some(r.map(drop).map_err(|e| e.to_string()));
+        }
+        for (i, a) in plan.iter().enumerate() {
+            if let Action::Announce(s) = a {
+                out[i] = Some(if not_installed.contains(s) {
+                    Err("not announced: its install failed".into())
+                } else {
+                    self.execute(a).await
+                });
+            }
+        }
+        let (at, specs) = pick(|a| match a {
+            Action::Renew(s) => Some(s),
+            _ => None,
+        });
+        let results = self.nl.renew_many(&specs, self.lease).await;
+        for (i, r) in at.into_iter().zip(results) {
+            out[i] = Some(r.map_err(|e| e.to_string()));
+        }
+        for (i, a) in plan.iter().enumerate() {
+            if out[i].is_none() {
+                out[i] = Some(self.execute(a).await);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err("not executed".into())))
+            .collect()
+    }
+
     async fn unusable(&mut self, ifaces: &BTreeSet<String>) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for i in ifaces {

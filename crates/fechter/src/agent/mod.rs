@@ -691,8 +691,9 @@ impl Shell {
             self.dir.save_json(INSTALLED_FILE, &ahead)?;
         }
         let mut done = Vec::new();
-        for a in &actions {
-            match platform.execute(a).await {
+        let results = platform.execute_plan(&actions).await;
+        for (a, result) in actions.iter().zip(results) {
+            match result {
                 Ok(()) => {
                     match a {
                         Action::Install(s) | Action::Remove(s) => {

@@ -30,6 +30,19 @@ pub trait Platform {
     /// Executes one action of a reconciliation plan. Removing an absent
     /// address succeeds.
     fn execute(&mut self, action: &Action) -> impl Future<Output = Result<(), String>>;
+    /// Executes a whole plan, in its order as far as it matters (an address
+    /// is announced only after it was installed); one result per action.
+    /// The machine may overlap independent actions (all installs, all
+    /// renewals) to keep a plan of hundreds of addresses cheap.
+    fn execute_plan(&mut self, plan: &[Action]) -> impl Future<Output = Vec<Result<(), String>>> {
+        async move {
+            let mut out = Vec::with_capacity(plan.len());
+            for a in plan {
+                out.push(self.execute(a).await);
+            }
+            out
+        }
+    }
     /// Which of `ifaces` this machine cannot use (missing, down, no
     /// carrier), each with the reason.
     fn unusable(
