@@ -94,7 +94,7 @@ _fechter() {
             return 0
             ;;
         fechter__subcmd__agent)
-            opts="-h -V --config --node-id --listen --attach --data-dir --key-file --insecure --dry-run --gateway --control-socket --log-format --metrics-listen --help --version"
+            opts="-h -V --config --node-id --listen --attach --data-dir --key-file --insecure --dry-run --gateway --control-socket --log-format --realtime --metrics-listen --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

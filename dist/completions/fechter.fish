@@ -52,6 +52,7 @@ json\t''"
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -l metrics-listen -d 'Serve Prometheus metrics at http://IP:PORT/metrics (default: off)' -r
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -l insecure -d 'Run without a cluster key: cluster traffic is neither authenticated nor encrypted'
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -l dry-run -d 'Decide and log, but never touch the interfaces (no netlink, no packets)'
+complete -c fechter -n "__fish_fechter_using_subcommand agent" -l realtime -d 'Run at real-time priority (SCHED_RR 10; check scripts and hooks still run at normal priority) with memory locked, so that a busy machine never delays a heartbeat: for short timings such as dist/profiles/fast.toml. Needs CAP_SYS_NICE and CAP_IPC_LOCK'
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -s h -l help -d 'Print help'
 complete -c fechter -n "__fish_fechter_using_subcommand agent" -s V -l version -d 'Print version'
 complete -c fechter -n "__fish_fechter_using_subcommand add-address" -l control-socket -d 'The agent\'s control socket' -r -F

@@ -171,6 +171,12 @@ pub struct AgentArgs {
     /// object per line, for log shippers).
     #[arg(long, value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// Run at real-time priority (SCHED_RR 10; check scripts and hooks
+    /// still run at normal priority) with memory locked, so that a busy
+    /// machine never delays a heartbeat: for short timings such as
+    /// dist/profiles/fast.toml. Needs CAP_SYS_NICE and CAP_IPC_LOCK.
+    #[arg(long)]
+    pub realtime: bool,
     /// Serve Prometheus metrics at http://IP:PORT/metrics (default: off).
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_listen: Option<SocketAddr>,

@@ -79,6 +79,8 @@ pub struct AgentFile {
     pub quorum: Option<Quorum>,
     /// `text` or `json`.
     pub log_format: Option<String>,
+    /// Real-time scheduling (SCHED_RR) and locked memory.
+    pub realtime: Option<bool>,
     pub gateway: Option<String>,
     /// `IP:PORT` for Prometheus metrics (`GET /metrics`).
     pub metrics_listen: Option<String>,
@@ -158,6 +160,8 @@ pub struct Resolved {
     pub dry_run: bool,
     /// Logs as JSON lines instead of text.
     pub log_json: bool,
+    /// Runs at real-time priority with its memory locked.
+    pub realtime: bool,
 }
 
 /// Flags override the file; the file overrides defaults. `host_name` gives
@@ -319,6 +323,7 @@ pub fn resolve(
         insecure: args.insecure || file.insecure.unwrap_or(false),
         dry_run: args.dry_run || file.dry_run.unwrap_or(false),
         log_json,
+        realtime: args.realtime || file.realtime.unwrap_or(false),
     })
 }
 
@@ -344,6 +349,7 @@ pub fn check_file(path: &Path) -> Result<String, String> {
         control_socket: None,
         log_format: None,
         metrics_listen: None,
+        realtime: false,
     };
     let r = resolve(&args, || Ok(NodeId::new("(host name)")))?;
     if r.key_file.is_none() && !r.insecure {

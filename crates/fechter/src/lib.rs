@@ -8,3 +8,4 @@ pub mod control;
 pub mod demo;
 pub mod notify;
 pub mod plan;
+pub mod realtime;

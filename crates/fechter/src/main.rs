@@ -183,8 +183,13 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
     let key = load_key(&r)?;
     // Reload re-resolves the same flags and file; what the running process
     // cannot change (its sockets, its logging) must stay as it is.
-    let (listen, control, log_json, dry_run) =
-        (r.listen, r.control_socket.clone(), r.log_json, r.dry_run);
+    let (listen, control, log_json, dry_run, realtime) = (
+        r.listen,
+        r.control_socket.clone(),
+        r.log_json,
+        r.dry_run,
+        r.realtime,
+    );
     let reread = move || -> Result<Settings, String> {
         let n = fechter::config::resolve(&args, host_name)?;
         let mut fixed = Vec::new();
@@ -199,6 +204,9 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
         }
         if n.dry_run != dry_run {
             fixed.push("dry_run");
+        }
+        if n.realtime != realtime {
+            fixed.push("realtime");
         }
         if !fixed.is_empty() {
             return Err(format!(
@@ -216,6 +224,13 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
         reload: agent::Reloader(Some(std::sync::Arc::new(reread))),
         ..r.settings
     };
+    if r.realtime {
+        fechter::realtime::enter()?;
+        tracing::info!(
+            priority = fechter::realtime::PRIORITY,
+            "running at real-time priority (SCHED_RR) with memory locked"
+        );
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -508,3 +508,23 @@ fn the_agent_tells_systemd_it_is_ready_and_when_it_stops() {
     let status = agent.child.wait().unwrap();
     assert!(status.success(), "the agent exited with {status}");
 }
+
+#[test]
+fn the_fast_profile_is_a_valid_config_with_realtime_and_short_timings() {
+    let path = dist().join("profiles/fast.toml");
+    let p = path.to_str().expect("utf-8 path");
+    let r = fechter::config::resolve(
+        &agent_args(&["--listen", "127.0.0.1", "--config", p]),
+        || Ok(NodeId::new("host")),
+    )
+    .unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert!(r.realtime, "the fast profile runs at real-time priority");
+    let (fast, default) = (
+        &r.settings.timings,
+        fechter_cluster::engine::Timings::default(),
+    );
+    assert!(fast.heartbeat_timeout < default.heartbeat_timeout / 2);
+    // A node without quorum lets go before the majority's standby takes
+    // over, whatever the phase of the two heartbeat streams.
+    assert!(fast.fence_after + fast.heartbeat_interval * 2 <= fast.heartbeat_timeout);
+}

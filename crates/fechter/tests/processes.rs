@@ -440,6 +440,55 @@ fn json_logs_are_one_object_per_line() {
     }
 }
 
+/// The scheduling policy of a process (`/proc/PID/stat` field 41).
+fn policy(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(38)?.parse().ok()
+}
+
+#[test]
+fn realtime_runs_the_agent_at_real_time_priority_and_its_children_normal() {
+    let root = tempfile::tempdir().unwrap();
+    let node = NodeFiles::new(root.path(), "n0", free_ports(1)[0]);
+    let plain = Agent::start(&node, &[], &["--insecure"]);
+    let refs = vec![&plain];
+    wait_for("the agent answers", &refs, Duration::from_secs(10), |s| {
+        s.iter().all(Option::is_some)
+    });
+    assert_eq!(policy(plain.child.id()), Some(libc::SCHED_OTHER as u32));
+    drop(plain);
+    // A check script records the policy it runs with.
+    let seen = root.path().join("check-policy");
+    fs::write(
+        &node.config,
+        format!(
+            "realtime = true\n[[check]]\nname = \"policy\"\ncommand = \"cut -d' ' -f41 /proc/self/stat > {}\"\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    let rt = Agent::start(&node, &[], &["--insecure"]);
+    let refs = vec![&rt];
+    wait_for("the agent answers", &refs, Duration::from_secs(10), |s| {
+        s.iter().all(Option::is_some)
+    });
+    if policy(rt.child.id()) != Some(libc::SCHED_RR as u32) {
+        panic!("not SCHED_RR: {:?}\n{}", policy(rt.child.id()), rt.log());
+    }
+    wait_for("the check ran", &refs, Duration::from_secs(10), |_| {
+        fs::read_to_string(&seen).is_ok_and(|t| !t.trim().is_empty())
+    });
+    let child_policy = fs::read_to_string(&seen).unwrap();
+    assert_eq!(
+        child_policy.trim(),
+        "0",
+        "check scripts must run at normal priority"
+    );
+    assert!(rt.log().contains("real-time priority"), "{}", rt.log());
+}
+
 // ---- Observability: `fechter events`, /metrics, notify hooks ----
 
 /// `fechter events --json` of `a`: one object per line.
