@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use fechter_core::failover::{self, Eligibility, NodeView};
 use fechter_core::leader::{self, Candidate, TableMeta};
 use fechter_core::replica::{Admin, Replica, Table};
-use fechter_core::{AddrSpec, Allocation, NodeId};
+use fechter_core::{AddrSpec, Allocation, NodeId, Placement};
 
 /// Timings of the duties.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,23 +96,29 @@ impl Duty {
                     .values()
                     .any(|p| &p.holder == h && p.standby.as_ref() == Some(s))
             });
+            // Both sides are sorted by address and `retain` visits in
+            // ascending order: a merge instead of a lookup per entry.
+            let mut placed = t.placements.iter().peekable();
             self.handoff_done
-                .retain(|spec, by| t.holder(spec) == Some(by));
-            self.confirmed.retain(|spec| t.holder(spec) == Some(me));
+                .retain(|spec, by| holder_at(&mut placed, spec) == Some(by));
+            let mut placed = t.placements.iter().peekable();
+            self.confirmed
+                .retain(|spec| holder_at(&mut placed, spec) == Some(me));
         }
         let mut eff = table.map_or_else(Allocation::default, |t| {
             failover::apply_takeovers(t, &self.takeovers)
         });
         let mut giving: BTreeSet<AddrSpec> = BTreeSet::new();
+        // `eff`, `handoff_done` and the previous allocation are all sorted
+        // by address: walked together instead of a lookup per address.
+        let mut done = self.handoff_done.iter().peekable();
+        let mut before = self.effective.placements.iter().peekable();
         for (spec, p) in eff.placements.iter_mut() {
-            if self.handoff_done.get(spec) == Some(&p.holder) {
+            if entry_at(&mut done, spec) == Some(&p.holder) {
                 p.handoff_from = None;
                 continue;
             }
-            let served_here = self
-                .effective
-                .placements
-                .get(spec)
+            let served_here = entry_at(&mut before, spec)
                 .is_some_and(|q| q.holder == *me || q.handoff_from.as_ref() == Some(me));
             let wanted = p.holder != *me
                 && p.handoff_from.is_none()
@@ -209,6 +215,24 @@ impl Duty {
     }
 }
 
+/// Advances `it` (ascending by key) to `key` and returns its value there,
+/// if `key` is present. Successive calls must ask for ascending keys.
+fn entry_at<'a, K: Ord + 'a, V: 'a>(
+    it: &mut std::iter::Peekable<impl Iterator<Item = (&'a K, &'a V)>>,
+    key: &K,
+) -> Option<&'a V> {
+    while it.next_if(|(k, _)| *k < key).is_some() {}
+    it.next_if(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+/// [`entry_at`] in an allocation's placements: the holder of `spec`.
+fn holder_at<'a>(
+    it: &mut std::iter::Peekable<impl Iterator<Item = (&'a AddrSpec, &'a Placement)>>,
+    spec: &AddrSpec,
+) -> Option<&'a NodeId> {
+    entry_at(it, spec).map(|p| &p.holder)
+}
+
 /// What the leader decides on one evaluation.
 pub struct LeaderDecision {
     /// A new table to publish, if the allocation or the leader changed.
@@ -270,7 +294,7 @@ impl Duty {
         self.suspected
             .retain(|_, at| now.saturating_duration_since(*at) < timings.quarantine);
 
-        let previous = self.effective.clone();
+        let previous = &self.effective;
         let views: Vec<NodeView<'_>> = replica
             .nodes
             .values()
@@ -284,7 +308,7 @@ impl Duty {
                 suspected: self.suspected.contains_key(&r.id),
             })
             .collect();
-        let eligibility = failover::eligibility(&views, &previous);
+        let eligibility = failover::eligibility(&views, previous);
         // Node records (health, interfaces) changing forces an evaluation
         // through `force`; here only time-driven changes (maturity,
         // quarantine) matter.
@@ -308,10 +332,10 @@ impl Duty {
             &assignable,
             &self.eligibility.eligible,
             usable,
-            &previous,
+            previous,
         );
         let done = |spec: &AddrSpec, holder: &NodeId| self.handoff_done.get(spec) == Some(holder);
-        let next = failover::mark_handoffs(&previous, next, is_alive, done);
+        let next = failover::mark_handoffs(previous, next, is_alive, done);
         let current = replica.table.as_ref();
         let unchanged = current.is_some_and(|t| t.meta.leader == *me && t.allocation == next);
         if unchanged {

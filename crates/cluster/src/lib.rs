@@ -7,6 +7,8 @@
 //!   hand-offs, quorum and self-fencing.
 //! - [`sim`]: a deterministic in-memory network of engines with a recording
 //!   platform, for tests and benchmarks (partitions, crashes, restarts).
+//! - [`rehome`]: measures, in the simulator, how long re-homing every
+//!   address of a crashed (non-leader) node takes.
 //! - [`seal`]: every cluster datagram is encrypted and authenticated with
 //!   XChaCha20-Poly1305 under the cluster key, and checked against a
 //!   per-sender replay window; dropped datagrams are counted by reason.
@@ -18,5 +20,6 @@ pub mod duty;
 pub mod engine;
 pub mod keyfile;
 pub mod persist;
+pub mod rehome;
 pub mod seal;
 pub mod sim;

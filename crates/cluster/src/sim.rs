@@ -3,7 +3,7 @@
 //! and restarts (in the spirit of chitchat's simulator). No tokio, no sockets:
 //! every run with the same seed is identical.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -26,13 +26,16 @@ struct Flight {
     payload: Vec<u8>,
 }
 
+/// An address in a hand-off: (address, holder, giver).
+type Handing = (AddrSpec, NodeId, NodeId);
+
 /// A simulated cluster.
 pub struct Sim {
     pub start: Instant,
     pub now: Instant,
     rng: StdRng,
     pub nodes: BTreeMap<NodeId, SimNode>,
-    flights: VecDeque<Flight>,
+    flights: Vec<Flight>,
     seq: u64,
     /// Pairs of addresses that cannot talk (both directions).
     cut: BTreeSet<(SocketAddr, SocketAddr)>,
@@ -53,6 +56,13 @@ pub struct Sim {
     /// The latest time each address was seen in a hand-off, anywhere (a
     /// published table or an allocation): (when, holder, giver).
     pub handoffs: BTreeMap<AddrSpec, (Duration, NodeId, NodeId)>,
+    /// The hand-offs in each running node's allocation, as (address,
+    /// holder, giver), so that [`Sim::handoffs`] is refreshed without
+    /// walking every allocation on every step. `None`: to be read from the
+    /// engine. Valid because an engine reports every change of its
+    /// allocation with [`Event::AllocationChanged`], and only
+    /// [`Sim::pump`] drains engines' events.
+    handoff_view: BTreeMap<NodeId, Option<Vec<Handing>>>,
 }
 
 pub struct SimNode {
@@ -80,7 +90,7 @@ impl Sim {
             now: start,
             rng: StdRng::seed_from_u64(seed),
             nodes: BTreeMap::new(),
-            flights: VecDeque::new(),
+            flights: Vec::new(),
             seq: 0,
             cut: BTreeSet::new(),
             latency: Duration::from_micros(200),
@@ -91,6 +101,7 @@ impl Sim {
             log: Vec::new(),
             actions: Vec::new(),
             handoffs: BTreeMap::new(),
+            handoff_view: BTreeMap::new(),
             gateway_ok: BTreeMap::new(),
         }
     }
@@ -131,6 +142,7 @@ impl Sim {
         };
         let seed = self.rng.random::<u64>();
         let engine = Engine::new(cfg, replica, seed, self.wall());
+        self.handoff_view.insert(id.clone(), None);
         self.nodes.insert(
             id,
             SimNode {
@@ -221,6 +233,7 @@ impl Sim {
                         }
                     }
                 };
+            let handing = self.handoff_view.entry(name.clone()).or_insert(None);
             let gw_ok = self.gateway_ok.get(&name).copied().unwrap_or(true);
             while let Some(ev) = engine.poll_event() {
                 reconcile |= ev == Event::AllocationChanged;
@@ -234,7 +247,23 @@ impl Sim {
                 }
                 self.log.push((t, name.clone(), ev));
             }
-            note(engine.allocation(), &mut self.handoffs);
+            if reconcile || handing.is_none() {
+                let now_handing: Vec<Handing> = engine
+                    .allocation()
+                    .placements
+                    .iter()
+                    .filter_map(|(spec, p)| {
+                        let g = p.handoff_from.as_ref()?;
+                        Some((spec.clone(), p.holder.clone(), g.clone()))
+                    })
+                    .collect();
+                *handing = Some(now_handing);
+            }
+            // Same as walking the allocation (the view is current).
+            for (spec, holder, giver) in handing.iter().flatten() {
+                self.handoffs
+                    .insert(spec.clone(), (t, holder.clone(), giver.clone()));
+            }
             if reconcile {
                 // The recording platform: execute the plan at once.
                 let view = LocalView {
@@ -260,19 +289,27 @@ impl Sim {
                 }
                 engine.confirm_installed(now, &node.installed);
                 while let Some(ev) = engine.poll_event() {
+                    if ev == Event::AllocationChanged {
+                        *handing = None;
+                    }
                     self.log.push((now.at - self.start, name.clone(), ev));
                 }
             }
+            let (mut sent, mut transmits) = (0u64, 0usize);
             while let Some(t) = engine.poll_transmit() {
-                *self.sent_bytes.entry(name.clone()).or_insert(0) += t.payload.len() as u64;
+                sent += t.payload.len() as u64;
+                transmits += 1;
                 self.seq += 1;
-                self.flights.push_back(Flight {
+                self.flights.push(Flight {
                     deliver_at: now.at + self.latency,
                     seq: self.seq,
                     from,
                     to: t.to,
                     payload: t.payload,
                 });
+            }
+            if transmits > 0 {
+                *self.sent_bytes.entry(name.clone()).or_insert(0) += sent;
             }
         }
     }
@@ -320,15 +357,10 @@ impl Sim {
             self.now = self.now.max(next);
             let now = self.wall();
             // Deliver due datagrams in send order.
-            let mut due: Vec<Flight> = Vec::new();
-            self.flights.retain(|f| {
-                if f.deliver_at <= now.at {
-                    due.push(f.clone());
-                    false
-                } else {
-                    true
-                }
-            });
+            let mut due: Vec<Flight> = self
+                .flights
+                .extract_if(.., |f| f.deliver_at <= now.at)
+                .collect();
             due.sort_by_key(|f| f.seq);
             for f in due {
                 if self.cut.contains(&(f.from, f.to)) {
