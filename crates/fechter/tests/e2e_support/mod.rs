@@ -82,7 +82,7 @@ pub fn mac(m: [u8; 6]) -> String {
 /// Makes the child die with the thread that spawned it (no agent outlives a
 /// test that was killed) and puts it in its own process group (a Ctrl-C on
 /// the terminal reaches only the test, whose cleanup then runs).
-fn guard_child(cmd: &mut Command) {
+pub fn guard_child(cmd: &mut Command) {
     cmd.process_group(0);
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork
     // and exec here.
@@ -425,6 +425,11 @@ impl Cluster {
     /// The agent of `node`.
     pub fn agent(&mut self, node: usize) -> &mut Agent {
         &mut self.agents[node]
+    }
+
+    /// The process id of `node`'s agent, if it runs.
+    pub fn agent_pid(&self, node: usize) -> Option<i32> {
+        self.agents[node].pid()
     }
 
     /// Namespace of `node`.

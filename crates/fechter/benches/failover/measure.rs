@@ -1,0 +1,303 @@
+//! What the client sees during a trial: echoes every 5 ms and its
+//! neighbour cache; and the CPU and memory of a process.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fechter_linux::lab::Lab;
+
+use crate::e2e_support::{guard_child as guard, poll};
+
+/// The client's echo interval (issue 7: every 5 ms).
+pub const ECHO_EVERY: &str = "0.005";
+/// The longest a probe runs (`ping -w`), whatever happens to the bench.
+const PROBE_LIMIT_SECS: u32 = 120;
+
+/// A line reader on a child's stdout that stamps each line with the
+/// monotonic time it was read.
+struct Reader {
+    child: Option<Child>,
+    thread: Option<JoinHandle<()>>,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Reader {
+    fn spawn(mut cmd: Command, keep: fn(&str) -> bool) -> Result<Reader, String> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        guard(&mut cmd);
+        let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let thread = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if keep(&line) {
+                    let at = Instant::now();
+                    sink.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((at, line));
+                }
+            }
+        });
+        Ok(Reader {
+            child: Some(child),
+            thread: Some(thread),
+            lines,
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Stops the child (SIGINT first, so that ping prints its summary) and
+    /// returns every line kept.
+    fn stop(mut self) -> Vec<(Instant, String)> {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill on the pid of our own unreaped child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let exited = poll(Duration::from_secs(3), Duration::from_millis(5), || {
+                child.try_wait().ok().flatten()
+            });
+            if exited.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.lines.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The client pinging an address every 5 ms.
+pub struct Probe {
+    reader: Reader,
+}
+
+/// What the client's pings saw.
+#[derive(Debug, Clone)]
+pub struct Echoes {
+    /// (icmp_seq, when the answer was read), duplicates left out.
+    pub answers: Vec<(u32, Instant)>,
+    /// Duplicate answers (two nodes answered the same echo).
+    pub duplicates: usize,
+    /// Echoes sent (ping's summary), if it printed one.
+    pub transmitted: Option<u32>,
+    pub stopped: Instant,
+}
+
+impl Probe {
+    /// Starts pinging `ip` from the lab's client; returns once 20 answers
+    /// (100 ms) came back, or an error after 3 s without them.
+    pub fn start(lab: &Lab, ip: IpAddr) -> Result<Probe, String> {
+        let mut cmd = lab.command(&lab.client_ns(), "ping");
+        cmd.args(["-n", "-i", ECHO_EVERY, "-W", "1"])
+            .args(["-w", &PROBE_LIMIT_SECS.to_string()])
+            .arg(ip.to_string());
+        let reader = Reader::spawn(cmd, |l| {
+            l.contains(" bytes from ") || l.contains("packets transmitted")
+        })?;
+        let ok = poll(Duration::from_secs(3), Duration::from_millis(5), || {
+            (reader.count() >= 20).then_some(())
+        });
+        if ok.is_none() {
+            return Err(format!("the client got no answers from {ip}"));
+        }
+        Ok(Probe { reader })
+    }
+
+    pub fn stop(self) -> Echoes {
+        let lines = self.reader.stop();
+        let stopped = Instant::now();
+        let mut answers = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut duplicates = 0;
+        let mut transmitted = None;
+        for (at, line) in lines {
+            if let Some(t) = line.split(" packets transmitted").next()
+                && line.contains("packets transmitted")
+            {
+                transmitted = t.trim().parse().ok();
+                continue;
+            }
+            let seq = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("icmp_seq="))
+                .and_then(|s| s.parse::<u32>().ok());
+            let Some(seq) = seq else { continue };
+            if line.contains("DUP!") || !seen.insert(seq) {
+                duplicates += 1;
+            } else {
+                answers.push((seq, at));
+            }
+        }
+        Echoes {
+            answers,
+            duplicates,
+            transmitted,
+            stopped,
+        }
+    }
+}
+
+impl Echoes {
+    /// The longest time without an answer between `from` and the end: the
+    /// outage the client saw (the time from the end of the last answer
+    /// before a gap to the first answer after it; a gap still open when the
+    /// probe stopped counts up to then).
+    pub fn outage(&self, from: Instant) -> Duration {
+        let mut times: Vec<Instant> = self.answers.iter().map(|a| a.1).collect();
+        times.sort();
+        let mut prev = times.iter().rev().find(|&&t| t <= from).copied();
+        let mut longest = Duration::ZERO;
+        for &t in times.iter().filter(|&&t| t > from) {
+            let start = prev.unwrap_or(from);
+            longest = longest.max(t - start);
+            prev = Some(t);
+        }
+        let tail = self.stopped - prev.unwrap_or(from);
+        longest.max(tail)
+    }
+
+    /// Echoes that got no answer, leaving out the ones still in flight when
+    /// the probe stopped (sent after the last answer, within 50 ms of it).
+    pub fn lost(&self) -> u32 {
+        let Some(tx) = self.transmitted else {
+            return 0;
+        };
+        let answered: BTreeSet<u32> = self.answers.iter().map(|a| a.0).collect();
+        let last = self.answers.iter().max_by_key(|a| a.1);
+        let in_flight_from = match last {
+            Some(&(seq, at)) if self.stopped - at < Duration::from_millis(50) => seq + 1,
+            _ => tx + 1,
+        };
+        (1..=tx)
+            .filter(|s| *s < in_flight_from && !answered.contains(s))
+            .count() as u32
+    }
+}
+
+/// `ip monitor neigh` in the client's namespace: every change of its
+/// neighbour entries, stamped when read.
+pub struct NeighWatch {
+    reader: Reader,
+}
+
+impl NeighWatch {
+    pub fn start(lab: &Lab) -> Result<NeighWatch, String> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["-n", &lab.client_ns(), "monitor", "neigh"]);
+        let reader = Reader::spawn(cmd, |l| l.contains("lladdr"))?;
+        Ok(NeighWatch { reader })
+    }
+
+    /// When (after `from`) the entry for `ip` first named `mac`.
+    pub fn stop(self, ip: IpAddr, mac: &str, from: Instant) -> Option<Duration> {
+        let ip = format!("{ip} ");
+        self.reader
+            .stop()
+            .into_iter()
+            .filter(|(at, l)| *at >= from && l.starts_with(&ip) && !l.starts_with("Deleted"))
+            .find(|(_, l)| {
+                l.split_whitespace()
+                    .skip_while(|w| *w != "lladdr")
+                    .nth(1)
+                    .is_some_and(|m| m.eq_ignore_ascii_case(mac))
+            })
+            .map(|(at, _)| at - from)
+    }
+}
+
+/// CPU time a process has run (ns, `/proc/PID/schedstat`: exact, not
+/// sampled by ticks), summed over its threads.
+pub fn cpu_ns(pid: i32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Resident memory of a process, kB.
+pub fn rss_kb(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// CPU share (percent of one core) and RSS (kB) of each group of
+/// processes (summed within a group) over the same `span`; `None` for a
+/// group with a process that went away.
+pub fn usage(groups: &[Vec<i32>], span: Duration) -> Vec<Option<(f64, u64)>> {
+    let cpu = |g: &Vec<i32>| g.iter().map(|&p| cpu_ns(p)).sum::<Option<u64>>();
+    let t0: Vec<Option<u64>> = groups.iter().map(cpu).collect();
+    let w0 = Instant::now();
+    std::thread::sleep(span);
+    let t1: Vec<Option<u64>> = groups.iter().map(cpu).collect();
+    let wall = w0.elapsed().as_nanos() as f64;
+    groups
+        .iter()
+        .zip(t0.into_iter().zip(t1))
+        .map(|(g, (a, b))| {
+            let rss = g.iter().map(|&p| rss_kb(p)).sum::<Option<u64>>()?;
+            Some(((b? - a?) as f64 / wall * 100.0, rss))
+        })
+        .collect()
+}
+
+/// The cost of one wake-up on this machine: an empty `epoll_wait` with a
+/// timeout, `n` times; returns the CPU time per wake-up.
+pub fn wakeup_cost(every: Duration, n: u32) -> Duration {
+    // SAFETY: plain syscalls on a descriptor we own and close.
+    unsafe {
+        let ep = libc::epoll_create1(0);
+        if ep < 0 {
+            return Duration::ZERO;
+        }
+        let t0 = thread_cpu_ns().unwrap_or(0);
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        for _ in 0..n {
+            libc::epoll_wait(ep, &mut ev, 1, every.as_millis() as i32);
+        }
+        let t1 = thread_cpu_ns().unwrap_or(0);
+        libc::close(ep);
+        Duration::from_nanos((t1 - t0) / u64::from(n.max(1)))
+    }
+}
+
+/// This thread's CPU time as the scheduler accounts it.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
