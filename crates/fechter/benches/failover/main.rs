@@ -86,6 +86,8 @@ pub struct Trial {
     pub neighbour: Option<Duration>,
     /// Duplicate echo answers.
     pub duplicates: usize,
+    /// Two nodes still had the address when the window ended.
+    pub overlap_open: bool,
 }
 
 /// Runs one trial of `fault` on `s`.
@@ -134,6 +136,7 @@ fn trial(s: &mut dyn Subject, fault: Fault) -> Result<Trial, String> {
         overlap: timeline.longest_overlap(among),
         neighbour,
         duplicates: echoes.duplicates,
+        overlap_open: (timeline.last_set() & among).count_ones() >= 2,
     })
 }
 
@@ -187,6 +190,15 @@ impl Line {
             None => "never".into(),
         };
         let dups: usize = self.trials.iter().map(|t| t.duplicates).sum();
+        let open = self.trials.iter().filter(|t| t.overlap_open).count();
+        let open = if open > 0 {
+            format!(
+                "; still two at the end of the window in {open}/{}",
+                self.trials.len()
+            )
+        } else {
+            String::new()
+        };
         let ratio = match reference {
             Some(r) if !r.is_zero() => format!("{:.1}×", med.as_secs_f64() / r.as_secs_f64()),
             _ => String::new(),
@@ -197,7 +209,7 @@ impl Line {
             format!(" ({} failed)", self.failed.len())
         };
         format!(
-            "| {} | {}{} | {} / {} / {} | {} ({}) | {} ({}) | {} | {}{} |",
+            "| {} | {}{} | {} / {} / {} | {} ({}) | {} ({}){} | {} | {}{} |",
             self.fault.name(),
             self.subject,
             failed,
@@ -208,6 +220,7 @@ impl Line {
             lost[lost.len() - 1],
             ms(ov_med),
             ms(ov_max),
+            open,
             neigh,
             ratio,
             if dups > 0 {
