@@ -472,22 +472,27 @@ impl Netlink {
         };
         futures_util::future::join_all(specs.iter().map(|spec| async move {
             let index = self.index_of(&spec.iface)?;
-            self.add_request(index, spec, secs, true)
-                .execute()
-                .await
-                .map_err(|e| {
-                    map_err(
-                        e,
-                        format!(
-                            "refreshing the lease of {}/{} on {}",
-                            spec.ip, spec.prefix, spec.iface
-                        ),
-                        &spec.iface,
-                        spec.ip.is_ipv6(),
-                    )
-                })
+            self.refresh(index, spec, secs).await
         }))
         .await
+    }
+
+    /// One replace request: sets the lease of `spec` (created if missing).
+    async fn refresh(&self, index: u32, spec: &AddrSpec, secs: u32) -> Result<(), PlatformError> {
+        self.add_request(index, spec, secs, true)
+            .execute()
+            .await
+            .map_err(|e| {
+                map_err(
+                    e,
+                    format!(
+                        "refreshing the lease of {}/{} on {}",
+                        spec.ip, spec.prefix, spec.iface
+                    ),
+                    &spec.iface,
+                    spec.ip.is_ipv6(),
+                )
+            })
     }
 
     /// Exclusive create first (tells us whether it was missing), then replace.
@@ -506,20 +511,7 @@ impl Netlink {
                 ));
             }
         }
-        self.add_request(index, spec, secs, true)
-            .execute()
-            .await
-            .map_err(|e| {
-                map_err(
-                    e,
-                    format!(
-                        "refreshing the lease of {}/{} on {}",
-                        spec.ip, spec.prefix, spec.iface
-                    ),
-                    &spec.iface,
-                    spec.ip.is_ipv6(),
-                )
-            })?;
+        self.refresh(index, spec, secs).await?;
         Ok(Applied::Refreshed)
     }
 

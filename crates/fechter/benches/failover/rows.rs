@@ -374,19 +374,9 @@ mod icmp {
     use std::net::Ipv4Addr;
     use std::time::{Duration, Instant};
 
-    const ROUND: Duration = Duration::from_millis(10);
+    use fechter::agent::health::checksum;
 
-    fn checksum(b: &[u8]) -> u16 {
-        let mut sum: u32 = 0;
-        for c in b.chunks(2) {
-            let word = u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]);
-            sum += u32::from(word);
-        }
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
-    }
+    const ROUND: Duration = Duration::from_millis(10);
 
     struct Sock(i32);
 

@@ -373,7 +373,8 @@ fn is_echo_reply(buf: &[u8], v6: bool, ident: u16, seq: u16) -> bool {
         && icmp[6..8] == seq.to_be_bytes()
 }
 
-fn checksum(data: &[u8]) -> u16 {
+/// The Internet checksum (RFC 1071) of an ICMP message.
+pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for chunk in data.chunks(2) {
         let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
