@@ -15,7 +15,6 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -180,23 +179,6 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Puts a child in its own process group (a Ctrl-C on the terminal reaches
-/// only the demo, which then stops it) and has the kernel kill it if the
-/// demo itself dies without cleaning up (e.g. SIGKILL).
-fn guard_child(cmd: &mut std::process::Command) {
-    cmd.process_group(0);
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork
-    // and exec here.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 fn step(text: &str) {
     print!("{text}");
     let _ = std::io::stdout().flush();
@@ -246,7 +228,7 @@ impl DemoPinger {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        guard_child(&mut cmd);
+        fechter_linux::lab::guard_child(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start ping in the client: {e}"))?;
@@ -581,7 +563,7 @@ impl Demo {
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err_file);
-        guard_child(&mut cmd);
+        fechter_linux::lab::guard_child(&mut cmd);
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start agent n{node}: {e}"))?;

@@ -219,6 +219,26 @@ pub fn require_lab(test: &str) -> bool {
     }
 }
 
+/// Guards a child process of a lab user (test, demo, benchmark): it gets its
+/// own process group (a Ctrl-C on the terminal reaches only the parent,
+/// which then cleans up) and the kernel kills it when the thread that
+/// started it dies (`PR_SET_PDEATHSIG`), so that nothing outlives a run that
+/// was killed.
+pub fn guard_child(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork
+    // and exec here.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A prefix no existing namespace uses: `fch` + 5 hex digits.
 fn unique_prefix() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

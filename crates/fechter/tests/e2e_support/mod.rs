@@ -14,7 +14,6 @@
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,22 +78,7 @@ pub fn mac(m: [u8; 6]) -> String {
     lab::format_mac(m)
 }
 
-/// Makes the child die with the thread that spawned it (no agent outlives a
-/// test that was killed) and puts it in its own process group (a Ctrl-C on
-/// the terminal reaches only the test, whose cleanup then runs).
-pub fn guard_child(cmd: &mut Command) {
-    cmd.process_group(0);
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork
-    // and exec here.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
+pub use fechter_linux::lab::guard_child;
 
 /// Polls `check` every `every` until it returns `Some`, for at most `limit`.
 pub fn poll<T>(
