@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use fechter_linux::lab::Lab;
 
-use crate::e2e_support::{guard_child as guard, poll};
+use crate::e2e_support::{guard_child as guard, interrupt_and_reap, poll};
 
 /// The client's echo interval (issue 7: every 5 ms).
 pub const ECHO_EVERY: &str = "0.005";
@@ -60,16 +60,8 @@ impl Reader {
     /// Stops the child (SIGINT first, so that ping prints its summary) and
     /// returns every line kept.
     fn stop(mut self) -> Vec<(Instant, String)> {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill on the pid of our own unreaped child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-            let exited = poll(Duration::from_secs(3), Duration::from_millis(5), || {
-                child.try_wait().ok().flatten()
-            });
-            if exited.is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        if let Some(child) = self.child.take() {
+            interrupt_and_reap(child);
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();

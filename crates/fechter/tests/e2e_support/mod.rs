@@ -80,6 +80,20 @@ pub fn mac(m: [u8; 6]) -> String {
 
 pub use fechter_linux::lab::guard_child;
 
+/// Stops a child with SIGINT (so that, e.g., ping prints its summary),
+/// waits up to 3 s for it, then kills it; reaps it either way.
+pub fn interrupt_and_reap(mut child: Child) {
+    // SAFETY: kill on the pid of our own unreaped child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let exited = poll(Duration::from_secs(3), Duration::from_millis(5), || {
+        child.try_wait().ok().flatten()
+    });
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// Polls `check` every `every` until it returns `Some`, for at most `limit`.
 pub fn poll<T>(
     limit: Duration,
@@ -1130,16 +1144,8 @@ impl Pinger {
 
     /// Stops the pinger and returns the answers.
     pub fn stop(mut self) -> PingReport {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill on the pid of our own unreaped child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-            let exited = poll(Duration::from_secs(3), Duration::from_millis(10), || {
-                child.try_wait().ok().flatten()
-            });
-            if exited.is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        if let Some(child) = self.child.take() {
+            interrupt_and_reap(child);
         }
         if let Some(r) = self.reader.take() {
             let _ = r.join();
