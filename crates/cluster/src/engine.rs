@@ -944,14 +944,22 @@ impl Engine {
         let t = self.cfg.timings.clone();
         let stall = now.at.saturating_duration_since(self.last_tick);
         self.last_tick = now.at;
-        if stall > t.heartbeat_interval * 4 {
+        let late = stall.saturating_sub(t.heartbeat_interval);
+        if late > t.heartbeat_interval {
             // This node itself did not run for a while (CPU starvation,
-            // SIGSTOP): the silence was ours, not the peers'. Give them a
-            // fresh window instead of taking their addresses, and do not
-            // lead on the stale view it woke up with.
+            // SIGSTOP, a stalled virtual machine): the time it did not run
+            // is not the peers' silence. Datagrams that queued meanwhile
+            // have been heard already (the shell and the simulator deliver
+            // them before timers), but peers stalled with us sent nothing:
+            // credit them the lateness, so that neither the quorum check
+            // nor the holder check judges them on our stall.
             for at in self.duty.last_heard.values_mut() {
-                *at = now.at;
+                *at = (*at + late).min(now.at);
             }
+        }
+        if stall > t.heartbeat_interval * 4 {
+            // Long enough to distrust the view it woke up with: do not lead
+            // on it.
             self.lead_after = now.at + t.lead_grace;
             if stall >= t.heartbeat_timeout && !self.fence.fenced {
                 // Long enough for our standbys to have taken our addresses:

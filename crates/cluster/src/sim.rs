@@ -75,6 +75,8 @@ pub struct SimNode {
     pub iface: BTreeSet<AddrSpec>,
     /// What the node recorded as installed by itself.
     pub installed: BTreeSet<AddrSpec>,
+    /// The node's process does not run until then (see [`Sim::stall`]).
+    pub stalled_until: Option<Instant>,
 }
 
 /// The simulated address of node number `i`.
@@ -151,6 +153,7 @@ impl Sim {
                 incarnation,
                 iface: BTreeSet::new(),
                 installed: BTreeSet::new(),
+                stalled_until: None,
             },
         );
         self.pump();
@@ -206,6 +209,18 @@ impl Sim {
 
     pub fn heal(&mut self) {
         self.cut.clear();
+    }
+
+    /// The processes of `names` stop running for `d` (CPU starvation,
+    /// SIGSTOP, a paused virtual machine) while their machines stay up:
+    /// datagrams sent to them wait in their sockets, and on waking they hear
+    /// those before their timers fire, as the agent's loop does.
+    pub fn stall(&mut self, names: &[&str], d: Duration) {
+        let until = self.now + d;
+        for n in names {
+            let node = self.nodes.get_mut(&NodeId::new(*n)).expect("exists");
+            node.stalled_until = Some(until);
+        }
     }
 
     fn addr(&self, name: &str) -> SocketAddr {
@@ -343,7 +358,10 @@ impl Sim {
             let next_timer = self
                 .nodes
                 .values()
-                .filter_map(|n| n.engine.as_ref()?.poll_timeout())
+                .filter_map(|n| {
+                    let t = n.engine.as_ref()?.poll_timeout()?;
+                    Some(n.stalled_until.map_or(t, |s| t.max(s)))
+                })
                 .min();
             let next = match (next_flight.map(|f| f.0), next_timer) {
                 (Some(a), Some(b)) => a.min(b),
@@ -362,8 +380,20 @@ impl Sim {
                 .extract_if(.., |f| f.deliver_at <= now.at)
                 .collect();
             due.sort_by_key(|f| f.seq);
-            for f in due {
+            for mut f in due {
                 if self.cut.contains(&(f.from, f.to)) {
+                    continue;
+                }
+                let asleep = self
+                    .nodes
+                    .values()
+                    .find(|n| n.addr == f.to)
+                    .and_then(|n| n.stalled_until)
+                    .filter(|s| *s > now.at);
+                if let Some(wake) = asleep {
+                    // Queued in the stalled process's socket.
+                    f.deliver_at = wake;
+                    self.flights.push(f);
                     continue;
                 }
                 if self.loss > 0.0 && self.rng.random::<f64>() < self.loss {
@@ -379,6 +409,9 @@ impl Sim {
                 }
             }
             for n in self.nodes.values_mut() {
+                if n.stalled_until.is_some_and(|s| s > now.at) {
+                    continue;
+                }
                 if let Some(e) = n.engine.as_mut()
                     && e.poll_timeout().is_some_and(|t| t <= now.at)
                 {

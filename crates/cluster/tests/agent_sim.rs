@@ -407,3 +407,43 @@ fn a_holder_restarted_right_after_a_crash_does_not_serve_beside_its_standby() {
         assert!(settled(&sim, 3), "seed {seed}: {:?}", sim.holders());
     }
 }
+
+/// A stall shorter than the standbys' heartbeat timeout, of one process or
+/// of every process at once (a paused virtual machine, a host starved of
+/// CPU), moves no address: the stalled node's silence is below the
+/// takeover timeout, and a node does not count the time it did not run as
+/// its peers' silence (no self-fencing, no takeover on waking).
+#[test]
+fn a_stall_shorter_than_the_takeover_timeout_moves_nothing() {
+    let t = Timings::default();
+    // Beyond fence_after, below heartbeat_timeout: the window in which a
+    // node judging its peers by the wall clock alone would fence itself.
+    let stall = (t.fence_after + t.heartbeat_timeout) / 2;
+    assert!(stall > t.fence_after && stall < t.heartbeat_timeout);
+    for seed in SEEDS {
+        let mut sim = serving(seed, 6);
+        sim.run_for(Duration::from_secs(1));
+        let holder = not_the_leader(&sim);
+        for who in [vec![holder], vec!["n0", "n1", "n2"]] {
+            let before = sim.holders();
+            let from = sim.now - sim.start;
+            sim.stall(&who, stall);
+            // Every address keeps exactly one holder throughout.
+            let broke = run_checking(&mut sim, Duration::from_secs(2), |s| !settled(s, 6));
+            assert!(
+                broke.is_none(),
+                "seed {seed}, {who:?} stalled: {:?}",
+                sim.holders()
+            );
+            assert_eq!(sim.holders(), before, "seed {seed}, {who:?} stalled");
+            let reacted: Vec<_> = sim
+                .log
+                .iter()
+                .filter(|(at, _, e)| {
+                    *at >= from && matches!(e, Event::Fenced | Event::TookOver { .. })
+                })
+                .collect();
+            assert!(reacted.is_empty(), "seed {seed}, {who:?}: {reacted:?}");
+        }
+    }
+}

@@ -35,6 +35,7 @@ use fechter_core::reconcile::{Action, LocalView, installed_after, plan};
 use fechter_core::replica::{Admin, NodeRecord, Replica};
 use fechter_core::state::{AddError, AddressState, RemoveError};
 use fechter_core::{AddrSpec, NodeId};
+use futures_util::FutureExt;
 use net::{Datagram, WallClock};
 use platform::{Platform, PlatformEvent};
 use store::Persisted;
@@ -193,6 +194,10 @@ const PERSIST_DELAY: Duration = Duration::from_millis(100);
 /// The file recording the addresses this node installed.
 const INSTALLED_FILE: &str = "installed.json";
 
+/// At most this many datagrams already queued in the socket are heard
+/// before a due timer fires.
+const QUEUED_BEFORE_TIMERS: usize = 256;
+
 fn mono() -> Instant {
     tokio::time::Instant::now().into_std()
 }
@@ -344,15 +349,17 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
             }
         };
         tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok((n, from)) => match shell.opener.open(&buf[..n]) {
-                    Ok(opened) => shell.engine.handle_datagram(now(&clock), from, &opened.payload),
-                    Err(reason) => tracing::debug!(%from, ?reason, "dropped a cluster datagram"),
-                },
-                // ICMP errors surface here on Linux (peer port closed): not fatal.
-                Err(e) => tracing::debug!("recv: {e}"),
-            },
+            r = socket.recv_from(&mut buf) => shell.hear(now(&clock), r, &buf),
             () = sleep => {
+                // Datagrams that queued while this process did not run (a
+                // stall) are heard before the timers judge the peers'
+                // silence: bounded, so that a flood cannot starve them.
+                for _ in 0..QUEUED_BEFORE_TIMERS {
+                    let Some(r) = socket.recv_from(&mut buf).now_or_never() else {
+                        break;
+                    };
+                    shell.hear(now(&clock), r, &buf);
+                }
                 shell.engine.handle_timeout(now(&clock));
                 let t = mono();
                 if shell.save_due.is_some_and(|d| d <= t) {
@@ -523,6 +530,19 @@ struct Shell {
 }
 
 impl Shell {
+    /// One datagram from the cluster socket: opened and handed to the
+    /// engine, or dropped (and counted by the opener).
+    fn hear(&mut self, now: Now, r: std::io::Result<(usize, SocketAddr)>, buf: &[u8]) {
+        match r {
+            Ok((n, from)) => match self.opener.open(&buf[..n]) {
+                Ok(opened) => self.engine.handle_datagram(now, from, &opened.payload),
+                Err(reason) => tracing::debug!(%from, ?reason, "dropped a cluster datagram"),
+            },
+            // ICMP errors surface here on Linux (peer port closed): not fatal.
+            Err(e) => tracing::debug!("recv: {e}"),
+        }
+    }
+
     async fn flush<S: Datagram>(&mut self, socket: &S) {
         while let Some(t) = self.engine.poll_transmit() {
             match self.sealer.seal_with_os_rng(&t.payload) {
