@@ -65,6 +65,26 @@ pub struct Duty {
     /// other standbys' takeover notices arrive and the next table builds on
     /// them (several holders may fail at once).
     pub hold_publish_until: Option<Instant>,
+    /// The holders this node is standby for in the table it follows (by
+    /// that table's identity): read on every heartbeat tick, so computed
+    /// once per table, not once per tick over every placement.
+    watched: Option<(TableMeta, Vec<NodeId>)>,
+    /// The inputs of the last [`Duty::refresh_effective`] that changed
+    /// nothing: called again with the same inputs it would change nothing
+    /// again (a fixed point), so it returns at once. It runs on every leader
+    /// tick, and with a thousand addresses the full walk is not free.
+    settled_on: Option<RefreshInputs>,
+}
+
+/// What [`Duty::refresh_effective`] depends on, when no implicit hand-off is
+/// under way (those also depend on the time).
+#[derive(Debug, PartialEq)]
+struct RefreshInputs {
+    table: Option<TableMeta>,
+    takeovers: BTreeSet<(NodeId, NodeId)>,
+    handoff_done: BTreeMap<AddrSpec, NodeId>,
+    alive: BTreeSet<NodeId>,
+    fenced: bool,
 }
 
 impl Duty {
@@ -83,7 +103,42 @@ impl Duty {
         replica: &Replica,
         me: &NodeId,
         fenced: bool,
-        alive: impl Fn(&NodeId) -> bool,
+        alive: &BTreeSet<NodeId>,
+        now: Instant,
+        implicit_limit: Duration,
+    ) -> bool {
+        let inputs = |d: &Duty| RefreshInputs {
+            table: replica.table.as_ref().map(|t| t.meta.clone()),
+            takeovers: d.takeovers.clone(),
+            handoff_done: d.handoff_done.clone(),
+            alive: alive.clone(),
+            fenced,
+        };
+        // Compared in place: no copy on the hot path (a copy is taken only
+        // when a walk changed nothing).
+        let same = self.settled_on.as_ref().is_some_and(|k| {
+            k.table.as_ref() == replica.table.as_ref().map(|t| &t.meta)
+                && k.fenced == fenced
+                && k.alive == *alive
+                && k.takeovers == self.takeovers
+                && k.handoff_done == self.handoff_done
+        });
+        if same && self.implicit.is_empty() {
+            return false;
+        }
+        let changed = self.recompute_effective(replica, me, fenced, alive, now, implicit_limit);
+        // (Taken after the walk, which drops takeovers and confirmations the
+        // table no longer needs: the next call starts from those.)
+        self.settled_on = (!changed && self.implicit.is_empty()).then(|| inputs(self));
+        changed
+    }
+
+    fn recompute_effective(
+        &mut self,
+        replica: &Replica,
+        me: &NodeId,
+        fenced: bool,
+        alive: &BTreeSet<NodeId>,
         now: Instant,
         implicit_limit: Duration,
     ) -> bool {
@@ -123,7 +178,7 @@ impl Duty {
             let wanted = p.holder != *me
                 && p.handoff_from.is_none()
                 && served_here
-                && alive(&p.holder)
+                && alive.contains(&p.holder)
                 && !self.takeovers.contains(&(me.clone(), p.holder.clone()));
             // Bounded: a holder that confirmed before this node started
             // giving never confirms again.
@@ -161,13 +216,22 @@ impl Duty {
         let Some(t) = table else {
             return Vec::new();
         };
-        let watched: BTreeSet<&NodeId> = t
-            .allocation
-            .placements
-            .values()
-            .filter(|p| p.standby.as_ref() == Some(me) && &p.holder != me)
-            .map(|p| &p.holder)
-            .collect();
+        if self
+            .watched
+            .as_ref()
+            .is_none_or(|(meta, _)| *meta != t.meta)
+        {
+            let holders: BTreeSet<&NodeId> = t
+                .allocation
+                .placements
+                .values()
+                .filter(|p| p.standby.as_ref() == Some(me) && &p.holder != me)
+                .map(|p| &p.holder)
+                .collect();
+            let holders = holders.into_iter().cloned().collect();
+            self.watched = Some((t.meta.clone(), holders));
+        }
+        let watched = self.watched.as_ref().map_or(&[][..], |(_, h)| h);
         let mut new = Vec::new();
         for h in watched {
             let silent = self
@@ -417,5 +481,106 @@ mod tests {
         assert_eq!(duty.leader.as_ref(), Some(&me));
         let table = decision.publish.expect("the new leader published a table");
         assert_eq!(table.allocation.placements.len(), 1);
+    }
+
+    /// The shortcut of `refresh_effective` (return at once when its inputs
+    /// are those of a call that changed nothing) never changes its answer:
+    /// fed the same random changes, a duty that takes the shortcut and one
+    /// that always walks the table end with the same allocation every step.
+    mod refresh_shortcut {
+        use super::*;
+        use fechter_core::leader::Term;
+        use proptest::prelude::*;
+
+        fn node(i: u8) -> NodeId {
+            NodeId::new(format!("n{}", i % 4))
+        }
+
+        fn table(version: u64, seats: &[(u8, u8, bool)]) -> Table {
+            let placements = seats
+                .iter()
+                .enumerate()
+                .map(|(k, &(h, s, handing))| {
+                    let spec: AddrSpec = format!("eth0:198.18.0.{}/24", 10 + k).parse().unwrap();
+                    let p = Placement {
+                        holder: node(h),
+                        standby: (s % 4 != h % 4).then(|| node(s)),
+                        handoff_from: handing.then(|| node(h + 1)),
+                    };
+                    (spec, p)
+                })
+                .collect();
+            Table {
+                meta: TableMeta {
+                    term: Term(1),
+                    leader: node(0),
+                    version,
+                },
+                allocation: Allocation { placements },
+            }
+        }
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            Table(Vec<(u8, u8, bool)>),
+            Alive(Vec<u8>),
+            Takeover(u8, u8),
+            HandoffDone(u8, u8),
+            Fenced(bool),
+            Wait(u16),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                prop::collection::vec((0u8..4, 0u8..4, prop::bool::weighted(0.2)), 0..6)
+                    .prop_map(Step::Table),
+                prop::collection::vec(0u8..4, 0..4).prop_map(Step::Alive),
+                (0u8..4, 0u8..4).prop_map(|(h, s)| Step::Takeover(h, s)),
+                (0u8..6, 0u8..4).prop_map(|(a, n)| Step::HandoffDone(a, n)),
+                any::<bool>().prop_map(Step::Fenced),
+                (0u16..1500).prop_map(Step::Wait),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn gives_the_same_allocation_as_the_full_walk(steps in prop::collection::vec(step(), 1..40)) {
+                let me = node(0);
+                let limit = Duration::from_secs(1);
+                let mut now = Instant::now();
+                let mut replica = Replica::default();
+                let mut version = 0;
+                let mut alive: BTreeSet<NodeId> = BTreeSet::new();
+                let mut fenced = false;
+                let (mut short, mut full) = (Duty::default(), Duty::default());
+                for s in steps {
+                    match s {
+                        Step::Table(seats) => {
+                            version += 1;
+                            replica.table = Some(table(version, &seats));
+                        }
+                        Step::Alive(nodes) => alive = nodes.into_iter().map(node).collect(),
+                        Step::Takeover(h, by) => {
+                            for d in [&mut short, &mut full] {
+                                d.takeovers.insert((node(h), node(by)));
+                            }
+                        }
+                        Step::HandoffDone(a, by) => {
+                            let spec: AddrSpec = format!("eth0:198.18.0.{}/24", 10 + a).parse().unwrap();
+                            for d in [&mut short, &mut full] {
+                                d.handoff_done.insert(spec.clone(), node(by));
+                            }
+                        }
+                        Step::Fenced(f) => fenced = f,
+                        Step::Wait(ms) => now += Duration::from_millis(u64::from(ms)),
+                    }
+                    let a = short.refresh_effective(&replica, &me, fenced, &alive, now, limit);
+                    let b = full.recompute_effective(&replica, &me, fenced, &alive, now, limit);
+                    prop_assert_eq!(a, b);
+                    prop_assert_eq!(&short.effective, &full.effective);
+                    prop_assert_eq!(&short.takeovers, &full.takeovers);
+                }
+            }
+        }
     }
 }

@@ -899,7 +899,7 @@ impl Engine {
                 &s.replica,
                 &me,
                 self.fence.fenced,
-                |n| live.contains_key(n),
+                &alive,
                 now.at,
                 self.cfg.timings.rejoin_hold,
             )
