@@ -67,6 +67,8 @@ struct Node {
     name: &'static str,
     slot: Slot,
     data_dir: PathBuf,
+    /// The machine of the host's current run.
+    machine: Rc<RefCell<Option<RecordingPlatform>>>,
 }
 
 struct Cluster {
@@ -213,10 +215,14 @@ fn add_host(
     key: [u8; 32],
 ) -> Node {
     let slot: Slot = Rc::default();
+    let machine: Rc<RefCell<Option<RecordingPlatform>>> = Rc::default();
     let data_dir = dirs.path().join(name);
-    let (host_slot, host_dir) = (slot.clone(), data_dir.clone());
+    let (host_slot, host_dir, host_machine) = (slot.clone(), data_dir.clone(), machine.clone());
     sim.host(name, move || {
         let (slot, data_dir, seeds) = (host_slot.clone(), host_dir.clone(), seeds.clone());
+        // A fresh machine on every start: nothing installed.
+        let platform = RecordingPlatform::new();
+        *host_machine.borrow_mut() = Some(platform.clone());
         async move {
             let inner = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).await?;
             let local = SocketAddr::new(turmoil::lookup(name), PORT);
@@ -231,8 +237,7 @@ fn add_host(
                 settings,
                 SimSocket { inner, local },
                 SimClock,
-                // A fresh machine on every start: nothing installed.
-                RecordingPlatform::new(),
+                platform,
                 rx,
                 std::future::pending(),
             )
@@ -244,6 +249,7 @@ fn add_host(
         name,
         slot,
         data_dir,
+        machine,
     }
 }
 
@@ -669,4 +675,41 @@ fn a_late_joiner_receives_every_address() {
     );
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     assert!(all_list(&mut c, &["late", "n2"], &refs));
+}
+
+/// A holder renews the kernel lease of what it holds every renew period
+/// (500 ms by default) without reading its interfaces back each time: an
+/// idle agent re-reads them only every few seconds, so a thousand addresses
+/// cost a thousand lease updates a period and not also a dump and a plan.
+#[test]
+fn an_idle_holder_renews_every_period_and_rarely_reads_its_interfaces_back() {
+    let mut c = Cluster::new(5, &["n0"]);
+    c.ok(
+        "n0",
+        Request::AddAddress {
+            spec: spec("eth0:198.18.0.50/24"),
+        },
+    );
+    c.ok("n0", Request::Up);
+    let machine = c.node("n0").machine.borrow().clone().expect("running");
+    c.wait_for("n0 holds the address", Duration::from_secs(10), |_| {
+        !machine.addresses().is_empty()
+    });
+    c.run_for(Duration::from_secs(1));
+    let counts = |m: &RecordingPlatform| {
+        let s = m.state.lock().unwrap();
+        let renewals = s
+            .log
+            .iter()
+            .filter(|a| matches!(a, fechter_core::reconcile::Action::Renew(_)))
+            .count();
+        (renewals, s.observed)
+    };
+    let (r0, o0) = counts(&machine);
+    c.run_for(Duration::from_secs(10));
+    let (r1, o1) = counts(&machine);
+    let (renewals, reads) = (r1 - r0, o1 - o0);
+    eprintln!("10 s idle: {renewals} renewals, {reads} reads of the interfaces");
+    assert!((19..=21).contains(&renewals), "{renewals} renewals in 10 s");
+    assert!((1..=3).contains(&reads), "{reads} reads in 10 s");
 }

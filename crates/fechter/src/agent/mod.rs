@@ -194,6 +194,11 @@ const PERSIST_DELAY: Duration = Duration::from_millis(100);
 /// The file recording the addresses this node installed.
 const INSTALLED_FILE: &str = "installed.json";
 
+/// How often the agent reads its interfaces back and reconciles them with
+/// the allocation even though nothing told it to (every change it hears of,
+/// from the cluster or the kernel, reconciles at once).
+const RESYNC_EVERY: Duration = Duration::from_secs(5);
+
 /// At most this many datagrams already queued in the socket are heard
 /// before a due timer fires.
 const QUEUED_BEFORE_TIMERS: usize = 256;
@@ -304,6 +309,8 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
     let mut reconcile_due = true;
     let mut links_due = true;
     let mut next_renew = mono() + settings.renew_every;
+    let mut renew_due = false;
+    let mut next_resync = mono() + RESYNC_EVERY;
     let mut last_refresh = mono();
     let mut draining: Option<Instant> = None;
     tokio::pin!(shutdown);
@@ -313,8 +320,16 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
             shell.check_links(&mut platform, now(&clock)).await;
         }
         if reconcile_due {
+            // (A reconcile renews what it keeps.)
             reconcile_due = false;
+            renew_due = false;
             shell.reconcile(&mut platform, now(&clock)).await?;
+        }
+        if renew_due {
+            renew_due = false;
+            // A failed renewal (an interface gone?) is looked at by a
+            // reconcile at once.
+            reconcile_due = !shell.renew(&mut platform).await;
         }
         shell.flush(&socket).await;
         if let Some(deadline) = draining
@@ -330,6 +345,7 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
             shell.engine.poll_timeout(),
             shell.save_due,
             Some(next_renew),
+            Some(next_resync),
             draining,
             ready_by,
         ]
@@ -368,6 +384,10 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
                 if next_renew <= t {
                     next_renew = t + settings.renew_every;
                     shell.refresh_metrics();
+                    renew_due = true;
+                }
+                if next_resync <= t {
+                    next_resync = t + RESYNC_EVERY;
                     reconcile_due = true;
                     links_due = true;
                 }
@@ -742,6 +762,41 @@ impl Shell {
         self.took_over.clear();
         self.refresh_metrics();
         Ok(())
+    }
+
+    /// Renews the kernel lease of every address this node installed and
+    /// still serves (as holder, or as giver in a hand-off), without reading
+    /// the interfaces back: with hundreds of addresses, a dump and a plan on
+    /// every renewal would cost more than the renewals. A renewal re-creates
+    /// an address that vanished; the watch reports the removal, and the
+    /// reconcile that follows announces it again. Returns whether every
+    /// renewal succeeded.
+    async fn renew<P: Platform>(&mut self, platform: &mut P) -> bool {
+        let me = self.engine.id().node.clone();
+        let alloc = self.engine.allocation();
+        let actions: Vec<Action> = self
+            .installed
+            .iter()
+            .filter(|s| {
+                alloc
+                    .placements
+                    .get(*s)
+                    .is_some_and(|p| p.holder == me || p.handoff_from.as_ref() == Some(&me))
+            })
+            .map(|s| Action::Renew(s.clone()))
+            .collect();
+        if actions.is_empty() {
+            return true;
+        }
+        let results = platform.execute_plan(&actions).await;
+        let mut ok = true;
+        for (a, result) in actions.iter().zip(results) {
+            if let Err(e) = result {
+                tracing::warn!(action = %a, "failed: {e}");
+                ok = false;
+            }
+        }
+        ok
     }
 
     /// The history entry for an install or remove, and its reason.
