@@ -22,10 +22,10 @@
 //! addresses in a subnet the interface does not otherwise have should use that
 //! sysctl or host prefixes (`/32`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use fechter_core::AddrSpec;
@@ -185,15 +185,6 @@ pub struct LinkInfo {
 /// A change of links or addresses, from [`watch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetEvent {
-    /// An address appeared (not sent again when only its lifetimes change).
-    AddressAdded {
-        /// Interface name.
-        iface: String,
-        /// The address.
-        ip: IpAddr,
-        /// Prefix length.
-        prefix: u8,
-    },
     /// An address disappeared: deleted by someone, expired, or its link went away.
     AddressRemoved {
         /// Interface name.
@@ -599,7 +590,6 @@ impl Netlink {
 #[derive(Default)]
 struct WatchState {
     links: HashMap<u32, LinkInfo>,
-    addrs: HashSet<(u32, IpAddr, u8)>,
 }
 
 impl WatchState {
@@ -608,11 +598,6 @@ impl WatchState {
             .await?
             .into_iter()
             .map(|l| (l.index, l))
-            .collect();
-        self.addrs = dump_addrs(handle)
-            .await?
-            .iter()
-            .filter_map(|m| Some((m.header.index, ip_of(m)?, m.header.prefix_len)))
             .collect();
         Ok(())
     }
@@ -667,28 +652,62 @@ impl WatchState {
                     .links
                     .remove(&info.index)
                     .map_or(info.iface, |l| l.iface);
-                self.addrs.retain(|(index, _, _)| *index != m.header.index);
                 Some(NetEvent::LinkRemoved { iface })
-            }
-            RouteNetlinkMessage::NewAddress(m) => {
-                let ip = ip_of(&m)?;
-                let (index, prefix) = (m.header.index, m.header.prefix_len);
-                if !self.addrs.insert((index, ip, prefix)) {
-                    return None;
-                }
-                let iface = self.name_of(handle, index).await;
-                Some(NetEvent::AddressAdded { iface, ip, prefix })
             }
             RouteNetlinkMessage::DelAddress(m) => {
                 let ip = ip_of(&m)?;
                 let (index, prefix) = (m.header.index, m.header.prefix_len);
-                self.addrs.remove(&(index, ip, prefix));
                 let iface = self.name_of(handle, index).await;
                 Some(NetEvent::AddressRemoved { iface, ip, prefix })
             }
             _ => None,
         }
     }
+}
+
+/// Attaches a classic BPF filter to the netlink socket `fd` that drops every
+/// RTM_NEWADDR message (notification or reply) and keeps everything else.
+/// (Public for its test.)
+pub fn drop_address_additions(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // nlmsg_type is the u16 at offset 4 of the header, in host byte order;
+    // BPF_LD|BPF_H loads it as big-endian, so compare with that reading.
+    let newaddr = u16::from_be_bytes(libc::RTM_NEWADDR.to_ne_bytes());
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let mut program = [
+        op(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 0, 0, 4),
+        op(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            0,
+            1,
+            u32::from(newaddr),
+        ),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+    ];
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at `program`, both alive across the call; the
+    // kernel copies the program.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&raw const prog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Aborts the connection task when the watch task ends.
@@ -700,8 +719,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Subscribes to link and address changes (RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR,
-/// RTNLGRP_IPV6_IFADDR) in the calling thread's network namespace.
+/// Subscribes to link changes and address removals (RTNLGRP_LINK,
+/// RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR) in the calling thread's network
+/// namespace.
+///
+/// Address additions are not reported: the kernel notifies every change of
+/// an address, each lease renewal included (hundreds a second on a node
+/// holding hundreds of addresses), and the agent needs only removals, so a
+/// socket filter drops RTM_NEWADDR in the kernel before it reaches this
+/// process.
 ///
 /// The returned channel yields [`NetEvent`]s until it is dropped (which stops
 /// the background tasks). Changes are judged against the state read when the
@@ -717,7 +743,9 @@ pub async fn watch() -> Result<mpsc::Receiver<NetEvent>, PlatformError> {
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv6Ifaddr,
     ];
-    let (conn, handle, mut messages) = rtnetlink::new_multicast_connection(&groups)
+    let (mut conn, handle, mut messages) = rtnetlink::new_multicast_connection(&groups)
+        .map_err(|source| PlatformError::Connect { source })?;
+    drop_address_additions(conn.socket_mut().as_raw_fd())
         .map_err(|source| PlatformError::Connect { source })?;
     let conn_task = AbortOnDrop(tokio::spawn(conn));
     let mut state = WatchState::default();

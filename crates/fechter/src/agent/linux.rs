@@ -52,7 +52,6 @@ impl LinuxPlatform {
                         usable: false,
                     },
                     NetEvent::Overrun => PlatformEvent::Resync,
-                    _ => continue,
                 };
                 if tx.send(ev).await.is_err() {
                     break;
