@@ -744,6 +744,20 @@ impl Engine {
         self.timers.keys().next().map(|(at, _)| *at)
     }
 
+    /// When the next heartbeat tick is due. A shell that wants few wake-ups
+    /// may call in only then, with every datagram that arrived meanwhile
+    /// first: every other timer of the engine tolerates running up to one
+    /// heartbeat interval late, and the silence checks of the tick run after
+    /// the datagrams are heard (a heartbeat then counts from the tick that
+    /// heard it, up to one interval after it arrived, on holder and standby
+    /// alike; see docs/algorithm.md, timing budget).
+    pub fn poll_tick(&self) -> Option<Instant> {
+        self.timers
+            .iter()
+            .find(|(_, k)| matches!(k, TimerKind::Heartbeat))
+            .map(|((at, _), _)| *at)
+    }
+
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
     }

@@ -236,7 +236,7 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async move {
-        let socket = tokio::net::UdpSocket::bind(r.listen).await.map_err(|e| {
+        let socket = agent::net::TickedUdp::bind(r.listen).map_err(|e| {
             format!(
                 "cannot listen on {} ({e}); is it this machine's address, and is the port free?",
                 r.listen

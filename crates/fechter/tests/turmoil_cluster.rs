@@ -39,8 +39,11 @@ impl Datagram for SimSocket {
         self.inner.send_to(buf, to).await
     }
 
-    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.inner.recv_from(buf).await
+    fn try_recv_from(&self, buf: &mut [u8]) -> Option<io::Result<(usize, SocketAddr)>> {
+        match self.inner.try_recv_from(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            r => Some(r),
+        }
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

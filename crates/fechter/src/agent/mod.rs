@@ -35,7 +35,6 @@ use fechter_core::reconcile::{Action, LocalView, installed_after, plan};
 use fechter_core::replica::{Admin, NodeRecord, Replica};
 use fechter_core::state::{AddError, AddressState, RemoveError};
 use fechter_core::{AddrSpec, NodeId};
-use futures_util::FutureExt;
 use net::{Datagram, WallClock};
 use platform::{Platform, PlatformEvent};
 use store::Persisted;
@@ -310,6 +309,8 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
     let mut links_due = true;
     let mut next_renew = mono() + settings.renew_every;
     let mut renew_due = false;
+    // The last tick left datagrams in the socket: read on without sleeping.
+    let mut backlog = false;
     let mut next_resync = mono() + RESYNC_EVERY;
     let mut last_refresh = mono();
     let mut draining: Option<Instant> = None;
@@ -341,17 +342,28 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
             ready_by = None;
             crate::notify::ready("running; no peer answered yet");
         }
-        let deadline = [
-            shell.engine.poll_timeout(),
-            shell.save_due,
-            Some(next_renew),
-            Some(next_resync),
-            draining,
-            ready_by,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        // Paced: the loop wakes on the engine's heartbeat tick (and on local
+        // events), not on every datagram nor on every other timer: those
+        // wait until the tick, at most one heartbeat interval. An idle agent
+        // so wakes once per interval instead of once per datagram. (The
+        // engine always has a tick; the other deadlines are a fallback.)
+        let deadline = if backlog {
+            Some(mono())
+        } else {
+            shell.engine.poll_tick().or_else(|| {
+                [
+                    shell.engine.poll_timeout(),
+                    shell.save_due,
+                    Some(next_renew),
+                    Some(next_resync),
+                    draining,
+                    ready_by,
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+            })
+        };
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -365,17 +377,20 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
             }
         };
         tokio::select! {
-            r = socket.recv_from(&mut buf) => shell.hear(now(&clock), r, &buf),
             () = sleep => {
-                // Datagrams that queued while this process did not run (a
-                // stall) are heard before the timers judge the peers'
-                // silence: bounded, so that a flood cannot starve them.
-                for _ in 0..QUEUED_BEFORE_TIMERS {
-                    let Some(r) = socket.recv_from(&mut buf).now_or_never() else {
+                // Datagrams that queued since the last tick (or while this
+                // process did not run) are heard before the timers judge the
+                // peers' silence: bounded, so that a flood cannot starve
+                // them; what is left is read at once after.
+                let mut heard = 0;
+                while heard < QUEUED_BEFORE_TIMERS {
+                    let Some(r) = socket.try_recv_from(&mut buf) else {
                         break;
                     };
                     shell.hear(now(&clock), r, &buf);
+                    heard += 1;
                 }
+                backlog = heard == QUEUED_BEFORE_TIMERS;
                 shell.engine.handle_timeout(now(&clock));
                 let t = mono();
                 if shell.save_due.is_some_and(|d| d <= t) {
