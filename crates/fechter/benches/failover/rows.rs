@@ -243,12 +243,23 @@ fn thousand(opts: &Options) -> Result<(), String> {
             .all(|ip| m.get(ip).is_some_and(|h| h.len() == 1))
             .then_some(m)
     };
-    let map = poll(Duration::from_secs(60), Duration::from_millis(200), || {
+    poll(Duration::from_secs(60), Duration::from_millis(200), || {
         placed(&c)
     })
     .ok_or("the 1,000 addresses were not each on exactly one node within 60 s")?;
     let served = t0.elapsed();
     c.wait_all_eligible(Duration::from_secs(30));
+    // A node that became eligible late receives its share by hand-offs:
+    // measure only once the placement has stopped moving (the same for 2 s),
+    // or the idle figures include the hand-offs and the victim's list is stale.
+    let mut last: Option<BTreeMap<IpAddr, Vec<usize>>> = None;
+    let map = poll(Duration::from_secs(60), Duration::from_secs(2), || {
+        let now = placed(&c);
+        let stable = now.is_some() && now == last;
+        last = now;
+        stable.then(|| last.clone()).flatten()
+    })
+    .ok_or("the placement of the 1,000 addresses did not settle within 60 s")?;
     let mut per: BTreeMap<usize, Vec<Ipv4Addr>> = BTreeMap::new();
     for (ip, h) in &map {
         if let IpAddr::V4(v4) = ip
