@@ -415,6 +415,10 @@ pub struct Engine {
     heard: BTreeMap<NodeId, (SocketAddr, u64)>,
     /// When the heartbeat timer last ran (to notice this node's own stalls).
     last_tick: Instant,
+    /// Heartbeats heard from each peer since the last heartbeat tick: a
+    /// peer heard more than once during one late tick was running while
+    /// this node was not.
+    heard_since_tick: BTreeMap<NodeId, u32>,
     /// This node may lead only from then on: after its start, a stall, a
     /// fence or an isolation it first learns the cluster's current table.
     lead_after: Instant,
@@ -511,6 +515,7 @@ impl Engine {
             },
             heard: BTreeMap::new(),
             last_tick: now.at,
+            heard_since_tick: BTreeMap::new(),
             lead_after: now.at + cfg_lead_grace,
             was_isolated: false,
             witness: Witness::default(),
@@ -651,6 +656,7 @@ impl Engine {
                     .is_some_and(|(_, inc)| incarnation > *inc);
                 self.heard.insert(node.clone(), (from, incarnation));
                 self.duty.last_heard.insert(node.clone(), now.at);
+                *self.heard_since_tick.entry(node.clone()).or_insert(0) += 1;
                 if restarted {
                     // The holder restarted: whatever it held is gone with its
                     // old process (or will be): take over at once.
@@ -959,14 +965,21 @@ impl Engine {
         let stall = now.at.saturating_duration_since(self.last_tick);
         self.last_tick = now.at;
         let late = stall.saturating_sub(t.heartbeat_interval);
-        if late > t.heartbeat_interval {
-            // This node itself did not run for a while (CPU starvation,
-            // SIGSTOP, a stalled virtual machine): the time it did not run
-            // is not the peers' silence. Datagrams that queued meanwhile
-            // have been heard already (the shell and the simulator deliver
-            // them before timers), but peers stalled with us sent nothing:
-            // credit them the lateness, so that neither the quorum check
-            // nor the holder check judges them on our stall.
+        // Did the others run while this node did not? Then the silence of
+        // a peer over that time is real.
+        let world_ran = self.heard_since_tick.values().any(|n| *n >= 2);
+        self.heard_since_tick.clear();
+        if late > t.heartbeat_interval && !world_ran {
+            // This node did not run for a while, and neither, it seems, did
+            // its peers (a paused virtual machine, a host starved of CPU):
+            // no peer was heard more than once over the whole stall, while
+            // datagrams that queued meanwhile have been heard already (the
+            // shell and the simulator deliver them before timers). Credit
+            // every peer the lateness, so that neither the quorum check nor
+            // the holder check judges them on a stall they shared. Where
+            // the others kept running (they were heard again and again),
+            // nothing is credited: a dead holder stays dead, however busy
+            // this node is.
             for at in self.duty.last_heard.values_mut() {
                 *at = (*at + late).min(now.at);
             }

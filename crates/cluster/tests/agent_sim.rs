@@ -447,3 +447,52 @@ fn a_stall_shorter_than_the_takeover_timeout_moves_nothing() {
         }
     }
 }
+
+/// A standby starved of CPU (its loop stalls again and again, 40 ms at a
+/// time) while the rest of the cluster runs still takes over from a dead
+/// holder promptly: its own stalls are credited to its peers only when they
+/// seem to have stalled too, and here the live peer is heard again and
+/// again over each stall.
+#[test]
+fn a_starved_standby_still_takes_over_from_a_dead_holder() {
+    for seed in SEEDS {
+        let mut sim = serving(seed, 6);
+        sim.run_for(Duration::from_secs(1));
+        let victim = not_the_leader(&sim);
+        let table = sim.engine("n0").allocation().clone();
+        let standby = table
+            .placements
+            .values()
+            .find(|p| p.holder == id(victim))
+            .and_then(|p| p.standby.clone())
+            .expect("the victim holds an address with a standby");
+        let starved: &'static str = ["n0", "n1", "n2"]
+            .into_iter()
+            .find(|n| id(n) == standby)
+            .unwrap();
+        let crash_at = sim.now - sim.start;
+        sim.crash(victim);
+        let took = |s: &Sim| {
+            s.log.iter().any(|(t, n, e)| {
+                *t >= crash_at && *n == standby && matches!(e, Event::TookOver { .. })
+            })
+        };
+        for _ in 0..25 {
+            if took(&sim) {
+                break;
+            }
+            sim.stall(&[starved], Duration::from_millis(40));
+            sim.run_for(Duration::from_millis(41));
+        }
+        let at = sim
+            .log
+            .iter()
+            .find(|(t, n, e)| {
+                *t >= crash_at && *n == standby && matches!(e, Event::TookOver { .. })
+            })
+            .map(|(t, _, _)| *t - crash_at)
+            .expect("the starved standby took over");
+        eprintln!("seed {seed}: starved standby {starved} took over {at:?} after the crash");
+        assert!(at < Duration::from_millis(150), "seed {seed}: {at:?}");
+    }
+}
