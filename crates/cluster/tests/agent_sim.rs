@@ -472,26 +472,23 @@ fn a_starved_standby_still_takes_over_from_a_dead_holder() {
             .unwrap();
         let crash_at = sim.now - sim.start;
         sim.crash(victim);
+        // When the starved standby took over, counted from the crash.
         let took = |s: &Sim| {
-            s.log.iter().any(|(t, n, e)| {
-                *t >= crash_at && *n == standby && matches!(e, Event::TookOver { .. })
-            })
+            s.log
+                .iter()
+                .find(|(t, n, e)| {
+                    *t >= crash_at && *n == standby && matches!(e, Event::TookOver { .. })
+                })
+                .map(|(t, _, _)| *t - crash_at)
         };
         for _ in 0..25 {
-            if took(&sim) {
+            if took(&sim).is_some() {
                 break;
             }
             sim.stall(&[starved], Duration::from_millis(40));
             sim.run_for(Duration::from_millis(41));
         }
-        let at = sim
-            .log
-            .iter()
-            .find(|(t, n, e)| {
-                *t >= crash_at && *n == standby && matches!(e, Event::TookOver { .. })
-            })
-            .map(|(t, _, _)| *t - crash_at)
-            .expect("the starved standby took over");
+        let at = took(&sim).expect("the starved standby took over");
         eprintln!("seed {seed}: starved standby {starved} took over {at:?} after the crash");
         assert!(at < Duration::from_millis(150), "seed {seed}: {at:?}");
     }
