@@ -250,16 +250,26 @@ fn thousand(opts: &Options) -> Result<(), String> {
     let served = t0.elapsed();
     c.wait_all_eligible(Duration::from_secs(30));
     // A node that became eligible late receives its share by hand-offs:
-    // measure only once the placement has stopped moving (the same for 2 s),
-    // or the idle figures include the hand-offs and the victim's list is stale.
+    // measure only once the placement is even (the counts differ by at most
+    // one) and has stopped moving (the same for 2 s), or the idle figures
+    // include the hand-offs and the victim's list is stale.
+    let even = |m: &BTreeMap<IpAddr, Vec<usize>>| {
+        let mut counts = [0usize; 3];
+        for h in m.values() {
+            if let Some(c) = h.first().and_then(|n| counts.get_mut(*n)) {
+                *c += 1;
+            }
+        }
+        counts.iter().max().unwrap_or(&0) - counts.iter().min().unwrap_or(&0) <= 1
+    };
     let mut last: Option<BTreeMap<IpAddr, Vec<usize>>> = None;
     let map = poll(Duration::from_secs(60), Duration::from_secs(2), || {
-        let now = placed(&c);
+        let now = placed(&c).filter(|m| even(m));
         let stable = now.is_some() && now == last;
         last = now;
         stable.then(|| last.clone()).flatten()
     })
-    .ok_or("the placement of the 1,000 addresses did not settle within 60 s")?;
+    .ok_or("the 1,000 addresses were not spread evenly and still within 60 s")?;
     let mut per: BTreeMap<usize, Vec<Ipv4Addr>> = BTreeMap::new();
     for (ip, h) in &map {
         if let IpAddr::V4(v4) = ip
