@@ -107,6 +107,16 @@ fn serving(seed: u64, addrs: u32) -> Sim {
     sim
 }
 
+/// Six addresses served by three nodes, settled for a second: the cluster,
+/// a node that is not the leader (the one a test fails), and the table.
+fn calm(seed: u64) -> (Sim, &'static str, fechter_core::Allocation) {
+    let mut sim = serving(seed, 6);
+    sim.run_for(Duration::from_secs(1));
+    let victim = not_the_leader(&sim);
+    let table = sim.engine("n0").allocation().clone();
+    (sim, victim, table)
+}
+
 #[test]
 fn the_seed_walkthrough() {
     for seed in SEEDS {
@@ -152,11 +162,8 @@ fn the_seed_walkthrough() {
 #[test]
 fn a_holders_death_is_handled_by_its_standby_before_any_new_table() {
     for seed in SEEDS {
-        let mut sim = serving(seed, 6);
-        sim.run_for(Duration::from_secs(1));
         // Kill a node that is not the leader, holding addresses.
-        let victim = not_the_leader(&sim);
-        let table = sim.engine("n0").allocation().clone();
+        let (mut sim, victim, table) = calm(seed);
         let theirs: Vec<AddrSpec> = table
             .placements
             .iter()
@@ -421,9 +428,7 @@ fn a_stall_shorter_than_the_takeover_timeout_moves_nothing() {
     let stall = (t.fence_after + t.heartbeat_timeout) / 2;
     assert!(stall > t.fence_after && stall < t.heartbeat_timeout);
     for seed in SEEDS {
-        let mut sim = serving(seed, 6);
-        sim.run_for(Duration::from_secs(1));
-        let holder = not_the_leader(&sim);
+        let (mut sim, holder, _) = calm(seed);
         for who in [vec![holder], vec!["n0", "n1", "n2"]] {
             let before = sim.holders();
             let from = sim.now - sim.start;
@@ -456,10 +461,7 @@ fn a_stall_shorter_than_the_takeover_timeout_moves_nothing() {
 #[test]
 fn a_starved_standby_still_takes_over_from_a_dead_holder() {
     for seed in SEEDS {
-        let mut sim = serving(seed, 6);
-        sim.run_for(Duration::from_secs(1));
-        let victim = not_the_leader(&sim);
-        let table = sim.engine("n0").allocation().clone();
+        let (mut sim, victim, table) = calm(seed);
         let standby = table
             .placements
             .values()
