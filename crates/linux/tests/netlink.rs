@@ -145,6 +145,19 @@ fn renewal_keeps_the_address_and_remove_is_idempotent() {
         );
         assert_eq!(nl.remove(&many[0]).await.unwrap(), Removed::Deleted);
 
+        // More than one batch of renewals (each batch is one datagram to the
+        // kernel): every address is there afterwards.
+        let lots: Vec<AddrSpec> = (0..2 * netlink::RENEW_BATCH + 10)
+            .map(|k| spec(&format!("eth0:198.18.2.{}/32", k + 1)))
+            .collect();
+        let renewed = nl.renew_many(&lots, lease).await;
+        assert!(renewed.iter().all(Result::is_ok), "{renewed:?}");
+        let present = nl.list().await.unwrap();
+        for s in &lots {
+            assert!(present.iter().any(|a| a.matches(s)), "{s} missing");
+            assert_eq!(nl.remove(s).await.unwrap(), Removed::Deleted);
+        }
+
         // Same address, other prefix: not ours, so nothing to remove.
         nl.install(&vip, lease).await.unwrap();
         assert_eq!(
