@@ -663,27 +663,27 @@ fn send_batch<'a>(
     if count == 0 {
         return Ok(results);
     }
+    let mut rx = vec![0u8; 64 * 1024];
+    // Acknowledgements left over from a batch that failed half-way would
+    // match this batch's sequence numbers: drop them first (bounded).
+    for _ in 0..1024 {
+        let n = recv_now(fd, &mut rx);
+        if n < 0 {
+            break;
+        }
+    }
     // SAFETY: sends a buffer this function owns on a socket the caller owns.
     let sent = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };
     if sent < 0 {
         return Err(std::io::Error::last_os_error());
     }
     let mut acked = 0;
-    let mut rx = vec![0u8; 64 * 1024];
     // Bounded: every read consumes at least one queued acknowledgement.
     for _ in 0..=count {
         if acked == count {
             break;
         }
-        // SAFETY: reads into a buffer this function owns.
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                rx.as_mut_ptr().cast(),
-                rx.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
+        let n = recv_now(fd, &mut rx);
         if n < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -709,6 +709,20 @@ fn send_batch<'a>(
         ));
     }
     Ok(results)
+}
+
+/// One datagram already queued on `fd` into `buf`: its length, or -1 (with
+/// `errno` set; EAGAIN when none is queued). Never waits.
+fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> isize {
+    // SAFETY: reads into a buffer the caller owns, within its length.
+    unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    }
 }
 
 /// Renewals per netlink datagram: the kernel queues one acknowledgement
