@@ -162,6 +162,17 @@ pub fn plan(me: &NodeId, alloc: &Allocation, local: &LocalView) -> Vec<Action> {
     actions
 }
 
+/// The renewals [`plan`] would make if the interfaces held exactly what
+/// this node installed: what a shell renews between plans without reading
+/// the interfaces back (a renewal re-creates an address that vanished).
+pub fn renewals(me: &NodeId, alloc: &Allocation, installed: &BTreeSet<AddrSpec>) -> Vec<Action> {
+    installed
+        .iter()
+        .filter(|s| alloc.placements.get(*s).and_then(|p| role(me, p)).is_some())
+        .map(|s| Action::Renew(s.clone()))
+        .collect()
+}
+
 /// The installed record once `plan` has been executed: `before`, plus every
 /// installed or renewed address, minus every removed one.
 pub fn installed_after(plan: &[Action], before: &BTreeSet<AddrSpec>) -> BTreeSet<AddrSpec> {
@@ -221,6 +232,28 @@ mod tests {
     const B: &str = "eth0:198.18.0.2/24";
     const C: &str = "eth0:2001:db8::3/64";
     const PRIMARY: &str = "eth0:198.18.0.200/24";
+
+    #[test]
+    fn renewals_are_the_renewals_of_a_plan_on_what_was_installed() {
+        // A held, B given in a hand-off, C moved away, PRIMARY not ours.
+        let a = alloc(&[
+            (A, placed("n0", None)),
+            (B, placed("n1", Some("n0"))),
+            (C, placed("n1", None)),
+        ]);
+        let installed = set(&[A, B, C, PRIMARY]);
+        let local = LocalView {
+            observed: installed.clone(),
+            installed: installed.clone(),
+        };
+        let from_plan: Vec<Action> = plan(&n("n0"), &a, &local)
+            .into_iter()
+            .filter(|x| matches!(x, Action::Renew(_)))
+            .collect();
+        let r = renewals(&n("n0"), &a, &installed);
+        assert_eq!(r, [Action::Renew(spec(A)), Action::Renew(spec(B))]);
+        assert_eq!(r, from_plan);
+    }
 
     #[test]
     fn fresh_address_is_installed_then_announced() {

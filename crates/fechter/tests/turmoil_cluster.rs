@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use fechter::agent::net::{Datagram, WallClock};
+use fechter::agent::net::{Datagram, WallClock, queued};
 use fechter::agent::platform::RecordingPlatform;
 use fechter::agent::{ControlCall, Settings, run};
 use fechter::control::{Request, Response, StatusReport};
@@ -40,10 +40,7 @@ impl Datagram for SimSocket {
     }
 
     fn try_recv_from(&self, buf: &mut [u8]) -> Option<io::Result<(usize, SocketAddr)>> {
-        match self.inner.try_recv_from(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-            r => Some(r),
-        }
+        queued(self.inner.try_recv_from(buf))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

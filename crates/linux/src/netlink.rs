@@ -504,10 +504,7 @@ impl Netlink {
                     let spec = &specs[*i];
                     out[*i] = Err(map_errno(
                         Some(errno),
-                        format!(
-                            "refreshing the lease of {}/{} on {}",
-                            spec.ip, spec.prefix, spec.iface
-                        ),
+                        refresh_op(spec),
                         &spec.iface,
                         spec.ip.is_ipv6(),
                         String::new,
@@ -523,17 +520,7 @@ impl Netlink {
         self.add_request(index, spec, secs, true)
             .execute()
             .await
-            .map_err(|e| {
-                map_err(
-                    e,
-                    format!(
-                        "refreshing the lease of {}/{} on {}",
-                        spec.ip, spec.prefix, spec.iface
-                    ),
-                    &spec.iface,
-                    spec.ip.is_ipv6(),
-                )
-            })
+            .map_err(|e| map_err(e, refresh_op(spec), &spec.iface, spec.ip.is_ipv6()))
     }
 
     /// Exclusive create first (tells us whether it was missing), then replace.
@@ -709,6 +696,14 @@ fn send_batch<'a>(
         ));
     }
     Ok(results)
+}
+
+/// What a renewal of `spec` is called in errors.
+fn refresh_op(spec: &AddrSpec) -> String {
+    format!(
+        "refreshing the lease of {}/{} on {}",
+        spec.ip, spec.prefix, spec.iface
+    )
 }
 
 /// One datagram already queued on `fd` into `buf`: its length, or -1 (with

@@ -31,7 +31,7 @@ use fechter_cluster::engine::{Engine, EngineConfig, Event, Id, Now, Quorum, Timi
 use fechter_cluster::persist::{DataDir, PersistError};
 use fechter_cluster::seal::{MAX_PAYLOAD_LEN, Opener, Sealer};
 use fechter_core::alloc::Allocation;
-use fechter_core::reconcile::{Action, LocalView, installed_after, plan};
+use fechter_core::reconcile::{Action, LocalView, installed_after, plan, renewals};
 use fechter_core::replica::{Admin, NodeRecord, Replica};
 use fechter_core::state::{AddError, AddressState, RemoveError};
 use fechter_core::{AddrSpec, NodeId};
@@ -787,19 +787,8 @@ impl Shell {
     /// reconcile that follows announces it again. Returns whether every
     /// renewal succeeded.
     async fn renew<P: Platform>(&mut self, platform: &mut P) -> bool {
-        let me = self.engine.id().node.clone();
-        let alloc = self.engine.allocation();
-        let actions: Vec<Action> = self
-            .installed
-            .iter()
-            .filter(|s| {
-                alloc
-                    .placements
-                    .get(*s)
-                    .is_some_and(|p| p.holder == me || p.handoff_from.as_ref() == Some(&me))
-            })
-            .map(|s| Action::Renew(s.clone()))
-            .collect();
+        let me = &self.engine.id().node;
+        let actions = renewals(me, self.engine.allocation(), &self.installed);
         if actions.is_empty() {
             return true;
         }

@@ -14,6 +14,15 @@ pub trait Datagram {
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
+/// A non-blocking read's result as [`Datagram::try_recv_from`] gives it:
+/// `None` for "nothing queued" (`WouldBlock`).
+pub fn queued<T>(r: io::Result<T>) -> Option<io::Result<T>> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        r => Some(r),
+    }
+}
+
 /// A UDP socket that the kernel never wakes this process for: it is not
 /// registered with the runtime's poller, only read (non-blocking) on the
 /// agent's ticks. A socket in the poller wakes the process for every
@@ -87,10 +96,7 @@ impl Datagram for TickedUdp {
     }
 
     fn try_recv_from(&self, buf: &mut [u8]) -> Option<io::Result<(usize, SocketAddr)>> {
-        match self.0.recv_from(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-            r => Some(r),
-        }
+        queued(self.0.recv_from(buf))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
