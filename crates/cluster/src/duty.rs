@@ -41,7 +41,9 @@ pub struct DutyTimings {
 #[derive(Debug, Default)]
 pub struct Duty {
     /// `(holder, standby)`: the standby took the holder's addresses.
-    pub takeovers: BTreeSet<(NodeId, NodeId)>,
+    /// Changed only through [`Duty::add_takeover`] (which forgets the
+    /// settled inputs of [`Duty::refresh_effective`]) and its own walk.
+    takeovers: BTreeSet<(NodeId, NodeId)>,
     /// When each peer's last heartbeat arrived.
     pub last_heard: BTreeMap<NodeId, Instant>,
     /// Leader: when a standby last reported taking a holder's addresses.
@@ -49,7 +51,8 @@ pub struct Duty {
     /// Leader: since when each node is continuously alive, up and healthy.
     pub candidate_since: BTreeMap<NodeId, Instant>,
     /// Addresses whose new holder confirmed it has them: spec → that holder.
-    pub handoff_done: BTreeMap<AddrSpec, NodeId>,
+    /// Changed only through [`Duty::handoff_confirmed`] and the walk.
+    handoff_done: BTreeMap<AddrSpec, NodeId>,
     /// Addresses this node confirmed holding (not to resend every time).
     pub confirmed: BTreeSet<AddrSpec>,
     /// Implicit hand-offs this node is giving, since when.
@@ -77,17 +80,40 @@ pub struct Duty {
 }
 
 /// What [`Duty::refresh_effective`] depends on, when no implicit hand-off is
-/// under way (those also depend on the time).
+/// under way (those also depend on the time). Takeovers and confirmed
+/// hand-offs are inputs too, but are not copied here: every change to them
+/// forgets the settled inputs (with a thousand addresses, comparing the
+/// confirmations on every leader tick cost more than the walk it saved).
 #[derive(Debug, PartialEq)]
 struct RefreshInputs {
     table: Option<TableMeta>,
-    takeovers: BTreeSet<(NodeId, NodeId)>,
-    handoff_done: BTreeMap<AddrSpec, NodeId>,
     alive: BTreeSet<NodeId>,
     fenced: bool,
 }
 
 impl Duty {
+    /// `(holder, standby)` pairs: the standby took the holder's addresses.
+    pub fn takeovers(&self) -> &BTreeSet<(NodeId, NodeId)> {
+        &self.takeovers
+    }
+
+    /// Records that `by` took `holder`'s addresses; whether it is new.
+    pub fn add_takeover(&mut self, holder: NodeId, by: NodeId) -> bool {
+        let new = self.takeovers.insert((holder, by));
+        if new {
+            self.settled_on = None;
+        }
+        new
+    }
+
+    /// Records that `by` confirmed it holds `spec` (a hand-off ends).
+    pub fn handoff_confirmed(&mut self, spec: AddrSpec, by: NodeId) {
+        if self.handoff_done.get(&spec) != Some(&by) {
+            self.handoff_done.insert(spec, by);
+            self.settled_on = None;
+        }
+    }
+
     /// Recomputes the allocation this node acts on. Returns whether it changed.
     ///
     /// - standby takeovers apply;
@@ -107,10 +133,8 @@ impl Duty {
         now: Instant,
         implicit_limit: Duration,
     ) -> bool {
-        let inputs = |d: &Duty| RefreshInputs {
+        let inputs = |_: &Duty| RefreshInputs {
             table: replica.table.as_ref().map(|t| t.meta.clone()),
-            takeovers: d.takeovers.clone(),
-            handoff_done: d.handoff_done.clone(),
             alive: alive.clone(),
             fenced,
         };
@@ -120,8 +144,6 @@ impl Duty {
             k.table.as_ref() == replica.table.as_ref().map(|t| &t.meta)
                 && k.fenced == fenced
                 && k.alive == *alive
-                && k.takeovers == self.takeovers
-                && k.handoff_done == self.handoff_done
         });
         if same && self.implicit.is_empty() {
             return false;
@@ -231,17 +253,18 @@ impl Duty {
             let holders = holders.into_iter().cloned().collect();
             self.watched = Some((t.meta.clone(), holders));
         }
-        let watched = self.watched.as_ref().map_or(&[][..], |(_, h)| h);
+        let watched = self.watched.take();
         let mut new = Vec::new();
-        for h in watched {
+        for h in watched.as_ref().map_or(&[][..], |(_, h)| h) {
             let silent = self
                 .last_heard
                 .get(h)
                 .is_some_and(|heard| now.saturating_duration_since(*heard) > timeout);
-            if silent && self.takeovers.insert((h.clone(), me.clone())) {
+            if silent && self.add_takeover(h.clone(), me.clone()) {
                 new.push(h.clone());
             }
         }
+        self.watched = watched;
         new
     }
 
@@ -264,7 +287,7 @@ impl Duty {
                 .any(|p| p.holder == holder && p.standby.as_ref() == Some(&by))
         });
         if applies {
-            self.takeovers.insert((holder.clone(), by));
+            self.add_takeover(holder.clone(), by);
         }
         self.suspect(holder, now, settle);
     }
@@ -562,13 +585,13 @@ mod tests {
                         Step::Alive(nodes) => alive = nodes.into_iter().map(node).collect(),
                         Step::Takeover(h, by) => {
                             for d in [&mut short, &mut full] {
-                                d.takeovers.insert((node(h), node(by)));
+                                d.add_takeover(node(h), node(by));
                             }
                         }
                         Step::HandoffDone(a, by) => {
                             let spec: AddrSpec = format!("eth0:198.18.0.{}/24", 10 + a).parse().unwrap();
                             for d in [&mut short, &mut full] {
-                                d.handoff_done.insert(spec.clone(), node(by));
+                                d.handoff_confirmed(spec.clone(), node(by));
                             }
                         }
                         Step::Fenced(f) => fenced = f,

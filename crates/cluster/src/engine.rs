@@ -600,7 +600,7 @@ impl Engine {
         }
         for s in fresh {
             self.duty.confirmed.insert(s.clone());
-            self.duty.handoff_done.insert(s, me.clone());
+            self.duty.handoff_confirmed(s, me.clone());
         }
         self.dirty = true;
         self.settle(now);
@@ -664,7 +664,7 @@ impl Engine {
                     return;
                 }
                 let me = &self.cfg.me.node;
-                if was_silent && self.duty.takeovers.contains(&(node.clone(), me.clone())) {
+                if was_silent && self.duty.takeovers().contains(&(node.clone(), me.clone())) {
                     // A holder we took over from is heard again: tell it at
                     // once, so it does not serve the addresses beside us.
                     self.send_takeover_notices(now);
@@ -687,7 +687,7 @@ impl Engine {
             }
             Packet::HandoffDone { by, specs } => {
                 for s in specs {
-                    self.duty.handoff_done.insert(s, by.clone());
+                    self.duty.handoff_confirmed(s, by.clone());
                 }
                 self.dirty = true;
             }
@@ -1080,7 +1080,7 @@ impl Engine {
                         .values()
                         .any(|p| &p.holder == *h && p.standby.as_ref() == Some(&me))
                 })
-                .filter(|h| self.duty.takeovers.insert(((*h).clone(), me.clone())))
+                .filter(|h| self.duty.add_takeover((*h).clone(), me.clone()))
                 .cloned()
                 .collect()
         };
@@ -1265,7 +1265,7 @@ impl Engine {
         self.last_takeover_notice = Some(now.at);
         let mine: Vec<NodeId> = self
             .duty
-            .takeovers
+            .takeovers()
             .iter()
             .filter(|(_, by)| *by == me)
             .map(|(h, _)| h.clone())

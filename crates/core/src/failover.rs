@@ -46,7 +46,9 @@ pub struct Eligibility {
 /// *fail-static*: the unhealthy up nodes stay eligible so that addresses stay
 /// where they are instead of vanishing.
 pub fn eligibility(nodes: &[NodeView<'_>], previous: &Allocation) -> Eligibility {
-    let holds: BTreeSet<&NodeId> = previous.placements.values().map(|p| &p.holder).collect();
+    // Who holds something: looked up only for a candidate not yet mature
+    // (rare), not collected from every placement on every leader tick.
+    let holds = |id: &NodeId| previous.placements.values().any(|p| &p.holder == id);
     let mut why_not: BTreeMap<NodeId, Vec<String>> = BTreeMap::new();
     let mut candidates = Vec::new();
     for v in nodes {
@@ -70,7 +72,7 @@ pub fn eligibility(nodes: &[NodeView<'_>], previous: &Allocation) -> Eligibility
             why_not.insert(id.clone(), why);
         }
     }
-    let ready = |v: &&NodeView<'_>| v.mature || holds.contains(&v.record.id);
+    let ready = |v: &&NodeView<'_>| v.mature || holds(&v.record.id);
     let healthy: Vec<&&NodeView<'_>> = candidates
         .iter()
         .filter(|v| v.record.unhealthy.is_empty())

@@ -484,8 +484,16 @@ impl Netlink {
         };
         let mut out: Vec<Result<(), PlatformError>> = Vec::with_capacity(specs.len());
         let mut batch: Vec<(usize, AddressMessage)> = Vec::new();
+        // One lookup per interface, not per address (an ioctl each).
+        let mut indexes: HashMap<&str, u32> = HashMap::new();
         for (i, spec) in specs.iter().enumerate() {
-            match self.index_of(&spec.iface) {
+            let index = match indexes.get(spec.iface.as_str()) {
+                Some(index) => Ok(*index),
+                None => self.index_of(&spec.iface).inspect(|index| {
+                    indexes.insert(&spec.iface, *index);
+                }),
+            };
+            match index {
                 Ok(index) => {
                     let mut req = self.add_request(index, spec, secs, true);
                     batch.push((i, req.message_mut().clone()));
