@@ -12,7 +12,7 @@
 //! control_socket = "/run/fechter/fechter.sock"
 //! key_file = "/etc/fechter/cluster.key"
 //! lease_ms = 2000          # kernel lease of an installed address
-//! renew_ms = 500           # how often held addresses are renewed
+//! renew_ms = 800           # how often held addresses are renewed
 //! drain_timeout_ms = 5000  # SIGTERM: how long to wait for hand-offs
 //! announce_burst_ms = [0, 100, 500, 2000]  # GARP/NA after a takeover
 //! announce_refresh_ms = 0  # re-announce held addresses this often (0: never)
@@ -377,9 +377,11 @@ fn check(s: &Settings) -> Result<(), String> {
             "lease_ms must be at least 1000 (the kernel counts lifetimes in seconds)".into(),
         );
     }
-    if s.renew_every.is_zero() || s.renew_every * 2 > s.lease {
+    // The kernel removes an address up to 20 ms before its lifetime is
+    // over (and a renewal may run a tick late): exactly half is too late.
+    if s.renew_every.is_zero() || s.renew_every * 2 >= s.lease {
         return Err(format!(
-            "renew_ms ({}) must be positive and at most half of lease_ms ({}), so one lost renewal never expires an address",
+            "renew_ms ({}) must be positive and less than half of lease_ms ({}), so one lost renewal never expires an address",
             s.renew_every.as_millis(),
             s.lease.as_millis()
         ));

@@ -159,7 +159,7 @@ impl Settings {
             key,
             timings: Timings::default(),
             lease: Duration::from_secs(2),
-            renew_every: Duration::from_millis(500),
+            renew_every: Duration::from_millis(800),
             drain_timeout: Duration::from_secs(5),
             announce_burst: [0, 100, 500, 2000].map(Duration::from_millis).to_vec(),
             announce_refresh: None,
