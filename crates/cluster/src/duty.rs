@@ -133,11 +133,6 @@ impl Duty {
         now: Instant,
         implicit_limit: Duration,
     ) -> bool {
-        let inputs = |_: &Duty| RefreshInputs {
-            table: replica.table.as_ref().map(|t| t.meta.clone()),
-            alive: alive.clone(),
-            fenced,
-        };
         // Compared in place: no copy on the hot path (a copy is taken only
         // when a walk changed nothing).
         let same = self.settled_on.as_ref().is_some_and(|k| {
@@ -149,9 +144,13 @@ impl Duty {
             return false;
         }
         let changed = self.recompute_effective(replica, me, fenced, alive, now, implicit_limit);
-        // (Taken after the walk, which drops takeovers and confirmations the
-        // table no longer needs: the next call starts from those.)
-        self.settled_on = (!changed && self.implicit.is_empty()).then(|| inputs(self));
+        // (The walk drops takeovers and confirmations the table no longer
+        // needs without forgetting these: the next call starts from them.)
+        self.settled_on = (!changed && self.implicit.is_empty()).then(|| RefreshInputs {
+            table: replica.table.as_ref().map(|t| t.meta.clone()),
+            alive: alive.clone(),
+            fenced,
+        });
         changed
     }
 
@@ -253,18 +252,20 @@ impl Duty {
             let holders = holders.into_iter().cloned().collect();
             self.watched = Some((t.meta.clone(), holders));
         }
-        let watched = self.watched.take();
+        let watched = self.watched.as_ref().map_or(&[][..], |(_, h)| h);
         let mut new = Vec::new();
-        for h in watched.as_ref().map_or(&[][..], |(_, h)| h) {
+        for h in watched {
             let silent = self
                 .last_heard
                 .get(h)
                 .is_some_and(|heard| now.saturating_duration_since(*heard) > timeout);
-            if silent && self.add_takeover(h.clone(), me.clone()) {
+            // (As `add_takeover`, which cannot be called while `watched` is
+            // borrowed.)
+            if silent && self.takeovers.insert((h.clone(), me.clone())) {
+                self.settled_on = None;
                 new.push(h.clone());
             }
         }
-        self.watched = watched;
         new
     }
 

@@ -84,7 +84,8 @@ fn renewal_keeps_the_address_and_remove_is_idempotent() {
     let Some(lab) = common::lab("renewal_keeps_the_address_and_remove_is_idempotent", 1) else {
         return;
     };
-    block_on_in_ns(&lab.ns_name(0), || async {
+    let ns = lab.ns_name(0);
+    block_on_in_ns(&ns, || async {
         let nl = Netlink::connect().await.unwrap();
         let vip = spec("eth0:198.18.0.51/24");
         let lease = Duration::from_secs(1);
@@ -157,6 +158,35 @@ fn renewal_keeps_the_address_and_remove_is_idempotent() {
             assert!(present.iter().any(|a| a.matches(s)), "{s} missing");
             assert_eq!(nl.remove(s).await.unwrap(), Removed::Deleted);
         }
+
+        // A kernel error for one request of a batch fails that address
+        // only, mapped like a single request's; the others of the same
+        // batch are renewed (the acknowledgements stay in step).
+        lab.ip(
+            &ns,
+            &[
+                "link", "add", "v6off", "type", "veth", "peer", "name", "v6off-b",
+            ],
+        )
+        .unwrap();
+        lab.ip(&ns, &["link", "set", "v6off", "up"]).unwrap();
+        // (This thread is in the namespace: its /proc/sys/net is the lab's.)
+        std::fs::write("/proc/sys/net/ipv6/conf/v6off/disable_ipv6", "1").unwrap();
+        let mixed = [
+            spec("eth0:198.18.3.1/32"),
+            spec("v6off:2001:db8::61/64"),
+            spec("eth0:198.18.3.2/32"),
+        ];
+        let renewed = nl.renew_many(&mixed, lease).await;
+        assert!(renewed[0].is_ok() && renewed[2].is_ok(), "{renewed:?}");
+        assert!(
+            matches!(&renewed[1], Err(PlatformError::Ipv6Disabled { iface }) if iface == "v6off"),
+            "{renewed:?}"
+        );
+        for s in [&mixed[0], &mixed[2]] {
+            assert_eq!(nl.remove(s).await.unwrap(), Removed::Deleted, "{s}");
+        }
+        assert!(nl.find(&mixed[1]).await.unwrap().is_none());
 
         // Same address, other prefix: not ours, so nothing to remove.
         nl.install(&vip, lease).await.unwrap();
