@@ -726,3 +726,72 @@ fn an_idle_holder_renews_every_period_and_rarely_reads_its_interfaces_back() {
     );
     assert!((1..=3).contains(&reads), "{reads} reads in 10 s");
 }
+
+/// After a partition heals, the node that took an address over announces
+/// it again: its takeover's announcements reached only its own side, and
+/// clients across the split may still point at the old holder's MAC.
+#[test]
+fn the_new_holder_announces_again_when_a_partition_heals() {
+    let holds = |c: &Cluster, n: &str, s: &AddrSpec| {
+        c.node(n)
+            .machine
+            .borrow()
+            .as_ref()
+            .is_some_and(|m| m.addresses().contains(s))
+    };
+    let announces = |c: &Cluster, n: &str, s: &AddrSpec| {
+        c.node(n).machine.borrow().as_ref().map_or(0, |m| {
+            m.log()
+                .iter()
+                .filter(|a| matches!(a, fechter_core::reconcile::Action::Announce(x) if x == s))
+                .count()
+        })
+    };
+    for seed in SEEDS {
+        let mut c = formed(seed);
+        let vip = spec("eth0:198.18.0.60/24");
+        c.ok("n0", Request::AddAddress { spec: vip.clone() });
+        for n in ALL {
+            c.ok(n, Request::Up);
+        }
+        c.wait_for("one node holds the address", Duration::from_secs(10), |c| {
+            ALL.iter().filter(|n| holds(c, n, &vip)).count() == 1
+        });
+        let old = *ALL.iter().find(|n| holds(&c, n, &vip)).unwrap();
+        let others: Vec<&str> = ALL.iter().copied().filter(|n| *n != old).collect();
+        for o in &others {
+            c.sim.partition(old, *o);
+        }
+        c.wait_for(
+            "the majority side took it over",
+            Duration::from_secs(5),
+            |c| !holds(c, old, &vip) && others.iter().any(|n| holds(c, n, &vip)),
+        );
+        let new = *others.iter().find(|n| holds(&c, n, &vip)).unwrap();
+        // Long enough for the majority to declare the old holder dead, and
+        // for the takeover's burst of announcements to end.
+        c.run_for(Duration::from_secs(4));
+        let before = announces(&c, new, &vip);
+        for o in &others {
+            c.sim.repair(old, *o);
+        }
+        c.wait_for(
+            "everyone sees everyone again",
+            Duration::from_secs(15),
+            |c| all_see(c, &ALL, &ALL, &[]),
+        );
+        c.run_for(Duration::from_secs(1));
+        let after = announces(&c, new, &vip);
+        eprintln!(
+            "seed {seed}: {old} -> {new}; {before} announcements before the heal, {after} after"
+        );
+        assert!(
+            after > before,
+            "seed {seed}: {new} did not announce again after the heal"
+        );
+        assert!(
+            holds(&c, new, &vip) && !holds(&c, old, &vip),
+            "seed {seed}: the address moved after the heal"
+        );
+    }
+}
