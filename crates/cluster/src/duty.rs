@@ -253,20 +253,19 @@ impl Duty {
             self.watched = Some((t.meta.clone(), holders));
         }
         let watched = self.watched.as_ref().map_or(&[][..], |(_, h)| h);
-        let mut new = Vec::new();
-        for h in watched {
-            let silent = self
-                .last_heard
-                .get(h)
-                .is_some_and(|heard| now.saturating_duration_since(*heard) > timeout);
-            // (As `add_takeover`, which cannot be called while `watched` is
-            // borrowed.)
-            if silent && self.takeovers.insert((h.clone(), me.clone())) {
-                self.settled_on = None;
-                new.push(h.clone());
-            }
-        }
-        new
+        let silent: Vec<NodeId> = watched
+            .iter()
+            .filter(|h| {
+                self.last_heard
+                    .get(*h)
+                    .is_some_and(|heard| now.saturating_duration_since(*heard) > timeout)
+            })
+            .cloned()
+            .collect();
+        silent
+            .into_iter()
+            .filter(|h| self.add_takeover(h.clone(), me.clone()))
+            .collect()
     }
 
     /// Records a takeover reported by `by` (made against table `_meta`):
