@@ -370,6 +370,17 @@ impl Lab {
         // Any `?` below drops `lab`, which deletes what exists so far.
         let sw = lab.switch_ns();
         lab.add_ns(&sw)?;
+        // The switch only bridges: its ports get no IPv6 stack of their
+        // own, whose link-local DAD and router solicitations would reach
+        // a node even through a detached port (a false sign of life).
+        run_in_ns(&sw, || {
+            for conf in ["all", "default"] {
+                let path = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
+                if let Err(e) = std::fs::write(&path, "1") {
+                    eprintln!("lab: cannot write {path}: {e}");
+                }
+            }
+        })?;
         let bridge = lab.bridge();
         ip(&[
             "-n",

@@ -1,4 +1,4 @@
-//! Small libc helpers: interface lookups by ioctl on a socket.
+//! Small libc helpers: sockets, socket options, interface lookups by ioctl.
 //!
 //! An ioctl answers for the network namespace of the socket it is made on,
 //! so a socket opened next to a netlink socket looks up interfaces in the
@@ -67,6 +67,95 @@ pub(crate) fn ifindex(fd: &OwnedFd, iface: &str) -> io::Result<Option<u32>> {
         let index = unsafe { req.ifr_ifru.ifru_ifindex };
         index as u32
     }))
+}
+
+/// Sets socket option `name` at `level` on `fd` to `value`.
+pub(crate) fn setsockopt<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` is valid for size_of::<T>() bytes during the call; the
+    // kernel copies it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `send(2)` of `buf` on `fd`: how many bytes went out.
+pub(crate) fn send(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: sends from a buffer valid for its length.
+    let rc = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
+/// `recvfrom(2)` of one datagram into `buf` with `flags`, retried on EINTR:
+/// its length (the full length with `MSG_TRUNC`, which may exceed `buf`)
+/// and the link-layer address it came from (meaningful on packet sockets).
+pub(crate) fn recv_from(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<(usize, libc::sockaddr_ll)> {
+    loop {
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut from: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        let mut from_len = mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: buf and from are valid for the lengths given.
+        let n = unsafe {
+            libc::recvfrom(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                flags,
+                (&raw mut from).cast(),
+                &mut from_len,
+            )
+        };
+        if n >= 0 {
+            return Ok((n as usize, from));
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Binds the packet socket `fd` to `protocol` (host order `ETH_P_*`) on
+/// interface `index`.
+pub(crate) fn bind_packet(fd: &OwnedFd, index: i32, protocol: libc::c_int) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = (protocol as u16).to_be();
+    addr.sll_ifindex = index;
+    // SAFETY: addr is a valid sockaddr_ll of the length given.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const addr).cast(),
+            mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
