@@ -225,6 +225,62 @@ impl Duty {
         changed
     }
 
+    /// The allocation a node that hears no majority acts on
+    /// (`fechter_core::claim::orphans_to_live`): the followed table with
+    /// takeovers, every address of a node it no longer hears given to that
+    /// address's standby or else to the least loaded node it hears and that
+    /// can hold it (`usable`). It installs only what the wire shows free.
+    /// Returns whether the allocation changed.
+    pub fn refresh_minority(
+        &mut self,
+        replica: &Replica,
+        live: &BTreeSet<NodeId>,
+        usable: impl Fn(&NodeId, &AddrSpec) -> bool,
+    ) -> bool {
+        let base = replica
+            .table
+            .as_ref()
+            .map_or_else(Allocation::default, |t| {
+                failover::apply_takeovers(&t.allocation, &self.takeovers)
+            });
+        let unplaced: Vec<AddrSpec> = replica
+            .addresses
+            .assignable()
+            .into_iter()
+            .map(|(_, spec)| spec)
+            .filter(|s| !base.placements.contains_key(s))
+            .collect();
+        let eff = fechter_core::claim::orphans_to_live(&base, unplaced, live, usable);
+        self.settled_on = None;
+        self.implicit.clear();
+        let changed = eff != self.effective;
+        self.effective = eff;
+        changed
+    }
+
+    /// Forgets the allocation this node acted on (after serving as a
+    /// minority): the next refresh starts from the table alone, so nothing
+    /// it served then is kept as an implicit hand-off.
+    pub fn forget_effective(&mut self) {
+        self.effective = Allocation::default();
+        self.implicit.clear();
+        self.settled_on = None;
+    }
+
+    /// Holders this node is standby for that have been silent for longer
+    /// than `after` (and were heard before).
+    pub fn silent_watched(&self, now: Instant, after: Duration) -> Vec<&NodeId> {
+        let watched = self.watched.as_ref().map_or(&[][..], |(_, h)| h);
+        watched
+            .iter()
+            .filter(|h| {
+                self.last_heard
+                    .get(*h)
+                    .is_some_and(|heard| now.saturating_duration_since(*heard) > after)
+            })
+            .collect()
+    }
+
     /// Holders this node (as standby) has heard and now finds silent: it
     /// takes their addresses. Returns the new takeovers.
     pub fn check_holders(

@@ -41,6 +41,8 @@ use fechter_core::wire::{self, MAX_PACKET, Packet, TableAssembler};
 use fechter_core::{AddrSpec, Allocation};
 
 use crate::duty::{Duty, DutyTimings, LeaderInput};
+use crate::standing::{self, Change, Standing};
+use fechter_core::claim::Standing as Kind;
 use foca::{BroadcastHandler, Foca, Invalidates, Notification, PostcardCodec, Runtime, Timer};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -142,6 +144,21 @@ pub struct Timings {
     /// takeovers) before it holds addresses again.
     #[serde(with = "ms")]
     pub rejoin_hold: Duration,
+    /// Quorum: after a loss longer than `heartbeat_timeout`, how long a
+    /// fenced node that hears a majority again waits (asking for the current
+    /// table and takeovers) before it serves again. Short: what it installs
+    /// is checked on the wire first.
+    #[serde(with = "ms")]
+    pub resume_hold: Duration,
+    /// Minority: how long a node without a majority keeps serving while its
+    /// segment shows no sign of life, before it fences itself.
+    #[serde(with = "ms")]
+    pub isolation: Duration,
+    /// The wire as the lock: how long probes for an address must go
+    /// unanswered (two probes at least, one per heartbeat tick) before a node
+    /// installs an address nobody handed to it.
+    #[serde(with = "ms")]
+    pub probe_window: Duration,
 }
 
 impl Timings {
@@ -175,6 +192,9 @@ impl Default for Timings {
             leader_tick: Duration::from_millis(100),
             fence_after: Duration::from_millis(35),
             rejoin_hold: Duration::from_secs(1),
+            resume_hold: Duration::from_millis(100),
+            isolation: Duration::from_millis(500),
+            probe_window: Duration::from_millis(30),
         }
     }
 }
@@ -255,6 +275,9 @@ pub enum Event {
     Fenced,
     /// This node sees a majority again and may hold addresses.
     Unfenced,
+    /// This node hears no majority, but its segment shows life: it serves
+    /// what the wire shows nobody else serves, and does not lead.
+    Minority,
     /// Two-node cluster: probe the gateway once now and report with
     /// [`Engine::witness_answer`].
     ProbeWitness,
@@ -410,7 +433,8 @@ pub struct Engine {
     /// Something the leader decides on changed since its last evaluation.
     dirty: bool,
     last_takeover_notice: Option<Instant>,
-    fence: Fence,
+    /// Quorate, minority or fenced, and what that is decided from.
+    standing: Standing,
     /// Peers by heartbeat: where they sent from and their incarnation.
     heard: BTreeMap<NodeId, (SocketAddr, u64)>,
     /// When the heartbeat timer last ran (to notice this node's own stalls).
@@ -423,30 +447,6 @@ pub struct Engine {
     /// fence or an isolation it first learns the cluster's current table.
     lead_after: Instant,
     was_isolated: bool,
-    /// Two-node tie-breaker: the gateway as a witness.
-    witness: Witness,
-}
-
-/// The gateway as the two-node tie-breaker: a node that lost its only peer
-/// keeps quorum only while the gateway answers probes sent after it lost it.
-#[derive(Debug, Clone, Copy, Default)]
-struct Witness {
-    configured: bool,
-    /// When the newest probe that was answered was sent.
-    ok_sent_at: Option<Instant>,
-    outstanding: bool,
-}
-
-/// Quorum bookkeeping of this node.
-#[derive(Debug, Clone, Copy)]
-struct Fence {
-    /// When a majority was last heard.
-    last_quorate: Instant,
-    /// When the majority was last heard before the current fence.
-    lost_at: Instant,
-    fenced: bool,
-    /// While fenced but quorate again: holds nothing until then.
-    hold_until: Option<Instant>,
 }
 
 impl Engine {
@@ -507,18 +507,12 @@ impl Engine {
             // A (re)started node holds nothing until it has learned the
             // cluster's current table and takeovers: a table from before a
             // crash may still name it holder of addresses a standby took.
-            fence: Fence {
-                last_quorate: now.at,
-                lost_at: now.at,
-                fenced: true,
-                hold_until: Some(now.at + cfg_rejoin_hold),
-            },
+            standing: Standing::starting(now.at, cfg_rejoin_hold),
             heard: BTreeMap::new(),
             last_tick: now.at,
             heard_since_tick: BTreeMap::new(),
             lead_after: now.at + cfg_lead_grace,
             was_isolated: false,
-            witness: Witness::default(),
         };
         e.announce_to_seeds(now);
         e.schedule(now.at + e.cfg.timings.join_retry, TimerKind::Announce);
@@ -900,7 +894,7 @@ impl Engine {
                 me: &me,
                 replica: &s.replica,
                 alive: &alive,
-                i_can_lead: synced && !leaving && !self.fence.fenced,
+                i_can_lead: synced && !leaving && self.standing.quorate(),
                 now: now.at,
                 timings: &timings,
                 force,
@@ -913,12 +907,18 @@ impl Engine {
         if let Some(table) = decision.publish {
             self.publish(table);
         }
-        let changed = {
+        let changed = if self.standing.kind() == Kind::Minority {
+            let live = self.heard_live(now);
+            let s = self.shared.borrow();
+            let nodes = &s.replica.nodes;
+            self.duty
+                .refresh_minority(&s.replica, &live, |n, spec| serves(nodes.get(n), spec))
+        } else {
             let s = self.shared.borrow();
             self.duty.refresh_effective(
                 &s.replica,
                 &me,
-                self.fence.fenced,
+                self.standing.fenced(),
                 &alive,
                 now.at,
                 self.cfg.timings.rejoin_hold,
@@ -988,21 +988,17 @@ impl Engine {
             // Long enough to distrust the view it woke up with: do not lead
             // on it.
             self.lead_after = now.at + t.lead_grace;
-            if stall >= t.heartbeat_timeout && !self.fence.fenced {
+            if stall >= t.heartbeat_timeout {
                 // Long enough for our standbys to have taken our addresses:
                 // hold nothing until we have learned what happened, as
                 // after a restart.
-                self.fence.fenced = true;
-                self.fence.lost_at = now.at - stall;
-                self.fence.hold_until = Some(now.at + t.rejoin_hold);
-                self.events.push_back(Event::Fenced);
-                self.dirty = true;
-                self.settle(now);
+                let change = self.standing.stalled(now.at, stall, t.rejoin_hold);
+                self.changed_standing(now, change);
             }
             return;
         }
         if self.wants_witness(now) {
-            self.witness.outstanding = true;
+            self.standing.witness.outstanding = true;
             self.events.push_back(Event::ProbeWitness);
         }
         self.check_quorum(now);
@@ -1010,7 +1006,7 @@ impl Engine {
             self.duty.hold_publish_until = None;
             self.dirty = true;
         }
-        if !self.fence.fenced {
+        if !self.standing.fenced() {
             let me = self.cfg.me.node.clone();
             let new = {
                 let s = self.shared.borrow();
@@ -1063,7 +1059,7 @@ impl Engine {
     /// Takes, as standby, the addresses of `holders` (a restart seen in a
     /// heartbeat), unless fenced.
     fn take_over_from(&mut self, now: Now, holders: &[NodeId]) {
-        if self.fence.fenced {
+        if self.standing.fenced() {
             return;
         }
         let me = self.cfg.me.node.clone();
@@ -1108,146 +1104,148 @@ impl Engine {
         self.dirty = true;
     }
 
-    /// When this node last heard a strict majority of the nodes it knows
-    /// (itself included): the latest instant at which enough peers had sent
-    /// a heartbeat. `now` when no peer is needed.
-    fn majority_heard_at(&self, now: Now) -> Option<Instant> {
-        if self.cfg.quorum == Quorum::Off {
-            return Some(now.at);
+    /// What the standing is decided from at `now`.
+    fn standing_input<'a>(
+        &'a self,
+        now: Now,
+        nodes: &'a BTreeMap<NodeId, NodeRecord>,
+    ) -> standing::Input<'a> {
+        standing::Input {
+            me: &self.cfg.me.node,
+            nodes,
+            last_heard: &self.duty.last_heard,
+            rule: self.cfg.quorum,
+            now: now.at,
+            started: self.started,
+            timings: &self.cfg.timings,
         }
-        let s = self.shared.borrow();
-        let me = &self.cfg.me.node;
-        let known = s.replica.nodes.len().max(1);
-        // Two nodes: alone, the gateway is the tie-breaker; without a
-        // gateway configured a lone node keeps serving (no split-brain
-        // protection: documented).
-        if known == 2 {
-            if !self.witness.configured {
-                return Some(now.at);
-            }
-            let peer = s
-                .replica
-                .nodes
-                .keys()
-                .find(|n| *n != me)
-                .and_then(|n| self.duty.last_heard.get(n).copied());
-            // The witness counts only for probes sent after the peer fell
-            // silent: the node cut off from the gateway cannot get one.
-            return match (self.witness.ok_sent_at, peer) {
-                (Some(ok), Some(p)) => Some(ok.max(p)),
-                (ok, p) => ok.or(p),
-            };
-        }
-        let need = known / 2; // peers needed: (need + 1) * 2 > known
-        if need == 0 {
-            return Some(now.at);
-        }
-        let mut heard: Vec<Instant> = s
-            .replica
-            .nodes
-            .keys()
-            .filter(|n| *n != me)
-            .filter_map(|n| self.duty.last_heard.get(n).copied())
-            .collect();
-        heard.sort_unstable_by(|a, b| b.cmp(a));
-        heard.get(need - 1).copied()
     }
 
-    /// Fences this node once no majority has been heard for `fence_after`
-    /// (before the majority's standbys act, after `heartbeat_timeout`), and
-    /// lifts the fence when one is heard again: at once after a short loss,
-    /// after `rejoin_hold` after a long one, when the majority may have taken
-    /// its addresses and it must first learn the current table.
+    /// Decides the standing (see [`crate::standing`]) and reports a change.
     fn check_quorum(&mut self, now: Now) {
-        let t = self.cfg.timings.clone();
-        let seen = self.majority_heard_at(now);
-        let quiet = seen.map_or(Duration::MAX, |s| now.at.saturating_duration_since(s));
-        if quiet < t.fence_after {
-            if let Some(s) = seen {
-                self.fence.last_quorate = s;
+        let (change, ask) = {
+            let s = self.shared.borrow();
+            let input = self.standing_input(now, &s.replica.nodes);
+            let mut standing = self.standing.clone();
+            let out = standing.check(&input);
+            drop(s);
+            self.standing = standing;
+            out
+        };
+        if ask {
+            // Learn the current table and takeovers quickly.
+            let peers: Vec<SocketAddr> = self.members.values().map(|m| m.addr).collect();
+            for p in peers {
+                self.send_digest(p, false);
             }
-            if self.fence.fenced {
-                let silence = now.at.saturating_duration_since(self.fence.lost_at);
-                let lift = match self.fence.hold_until {
-                    Some(h) => now.at >= h,
-                    None if silence < t.heartbeat_timeout => true,
-                    None => {
-                        self.fence.hold_until = Some(now.at + t.rejoin_hold);
-                        // Learn the current table and takeovers quickly.
-                        let peers: Vec<SocketAddr> =
-                            self.members.values().map(|m| m.addr).collect();
-                        for p in peers {
-                            self.send_digest(p, false);
-                        }
-                        false
-                    }
-                };
-                if lift {
-                    self.fence.fenced = false;
-                    self.lead_after = now.at + t.lead_grace;
-                    self.fence.hold_until = None;
-                    self.events.push_back(Event::Unfenced);
-                    self.dirty = true;
-                    self.settle(now);
-                }
-            }
-        } else if !self.fence.fenced
-            && now.at.saturating_duration_since(self.started) >= t.lead_grace
-        {
-            // (Not in the first moments after start, while this node is
-            // still learning who the members are and holds nothing.)
-            self.fence.fenced = true;
-            self.fence.hold_until = None;
-            self.fence.lost_at = seen.unwrap_or(self.fence.last_quorate);
-            self.events.push_back(Event::Fenced);
-            self.dirty = true;
-            self.settle(now);
-        } else {
-            // Still no majority: any earlier rejoin countdown starts over.
-            self.fence.hold_until = None;
         }
+        self.changed_standing(now, change);
+    }
+
+    /// Reports a change of standing and re-evaluates what this node serves.
+    fn changed_standing(&mut self, now: Now, change: Option<Change>) {
+        let Some(change) = change else {
+            return;
+        };
+        self.events.push_back(match change {
+            Change::Fenced => Event::Fenced,
+            Change::Minority => Event::Minority,
+            Change::Quorate => Event::Unfenced,
+        });
+        if change == Change::Quorate {
+            // What it served as a minority is no hand-off to wait on: the
+            // table decides again, and the wire settles any conflict.
+            self.duty.forget_effective();
+        }
+        // After a fence or a minority, learn the table before leading.
+        self.lead_after = self.lead_after.max(now.at + self.cfg.timings.lead_grace);
+        self.dirty = true;
+        self.settle(now);
     }
 
     /// A gateway is configured: in a two-node cluster it breaks ties. The
     /// engine then asks for probes ([`Event::ProbeWitness`]) while this
     /// node does not hear its peer.
     pub fn enable_witness(&mut self) {
-        self.witness.configured = true;
+        self.standing.witness.configured = true;
     }
 
     /// The answer to a witness probe sent at `sent_at`.
     pub fn witness_answer(&mut self, sent_at: Instant, ok: bool) {
-        self.witness.outstanding = false;
-        if ok {
-            self.witness.ok_sent_at =
-                Some(self.witness.ok_sent_at.map_or(sent_at, |t| t.max(sent_at)));
-        }
+        self.standing.witness_answer(sent_at, ok);
     }
 
-    /// Two-node cluster with a witness, peer quiet for more than one and a
-    /// half heartbeat intervals: time to probe the gateway.
     fn wants_witness(&self, now: Now) -> bool {
-        if !self.witness.configured || self.witness.outstanding {
-            return false;
-        }
         let s = self.shared.borrow();
-        if s.replica.nodes.len() != 2 {
-            return false;
+        self.standing
+            .wants_witness(&self.standing_input(now, &s.replica.nodes))
+    }
+
+    /// Whether this node holds nothing (no majority, and no sign of life on
+    /// its segment, or just (re)started).
+    pub fn fenced(&self) -> bool {
+        self.standing.fenced()
+    }
+
+    /// Quorate, minority or fenced.
+    pub fn standing(&self) -> Kind {
+        self.standing.kind()
+    }
+
+    /// Whether the shell should report the segment's received-frame counter
+    /// ([`Engine::handle_segment`]) on this tick: only while a majority is
+    /// late or missing.
+    pub fn wants_segment(&self, now: Now) -> bool {
+        let s = self.shared.borrow();
+        self.standing
+            .wants_sample(&self.standing_input(now, &s.replica.nodes))
+    }
+
+    /// The received-frame counter of this node's segment (the sum over the
+    /// interfaces of its addresses): frames that arrive after the majority
+    /// fell silent tell a minority from a node that is cut off.
+    pub fn handle_segment(&mut self, now: Now, rx_frames: u64) {
+        self.standing
+            .sample(now.at, rx_frames, self.cfg.timings.heartbeat_interval);
+    }
+
+    /// This node and the peers it heard within the heartbeat timeout.
+    fn heard_live(&self, now: Now) -> BTreeSet<NodeId> {
+        let timeout = self.cfg.timings.heartbeat_timeout;
+        self.duty
+            .last_heard
+            .iter()
+            .filter(|(_, t)| now.at.saturating_duration_since(**t) <= timeout)
+            .map(|(n, _)| n.clone())
+            .chain([self.cfg.me.node.clone()])
+            .collect()
+    }
+
+    /// Addresses this node is about to take as standby: their holder has been
+    /// silent for half the takeover timeout. The shell probes them early
+    /// (the wire as the lock), so that the probe window does not delay the
+    /// takeover.
+    pub fn soon_taken(&self, now: Now) -> Vec<AddrSpec> {
+        if self.standing.fenced() {
+            return Vec::new();
+        }
+        let silent = self
+            .duty
+            .silent_watched(now.at, self.cfg.timings.heartbeat_timeout / 2);
+        if silent.is_empty() {
+            return Vec::new();
         }
         let me = &self.cfg.me.node;
-        s.replica
-            .nodes
-            .keys()
-            .find(|n| *n != me)
-            .and_then(|n| self.duty.last_heard.get(n))
-            .is_none_or(|t| {
-                now.at.saturating_duration_since(*t) > self.cfg.timings.heartbeat_interval * 3 / 2
-            })
-    }
-
-    /// Whether this node has released its addresses for lack of quorum.
-    pub fn fenced(&self) -> bool {
-        self.fence.fenced
+        let s = self.shared.borrow();
+        let Some(t) = s.replica.table.as_ref() else {
+            return Vec::new();
+        };
+        t.allocation
+            .placements
+            .iter()
+            .filter(|(_, p)| p.standby.as_ref() == Some(me) && silent.contains(&&p.holder))
+            .map(|(spec, _)| spec.clone())
+            .collect()
     }
 
     fn send_takeover_notices(&mut self, now: Now) {
@@ -1451,4 +1449,16 @@ fn foca_config(cfg: &EngineConfig) -> foca::Config {
         num_members: NonZeroUsize::new(2).expect("nonzero"),
     });
     c
+}
+
+/// Whether the node of `record` may hold `spec` while a minority serves on
+/// its own (`fechter_core::claim::orphans_to_live`): up, not leaving,
+/// healthy, and with the address's interface usable.
+fn serves(record: Option<&NodeRecord>, spec: &AddrSpec) -> bool {
+    record.is_some_and(|r| {
+        r.admin == fechter_core::replica::Admin::Up
+            && !r.leaving
+            && r.unhealthy.is_empty()
+            && !r.iface_trouble.contains_key(&spec.iface)
+    })
 }

@@ -23,3 +23,5 @@ pub mod persist;
 pub mod rehome;
 pub mod seal;
 pub mod sim;
+pub mod standing;
+pub mod wire_lock;

@@ -1,13 +1,15 @@
-//! Partitions with quorum (deterministic simulation, recording platform):
-//! the minority side always releases, the majority side serves, the two
-//! sides never hold the same address at the same time, and after the heal
-//! one holder remains with no manual action.
+//! Partitions with quorum (deterministic simulation, recording platform,
+//! simulated segment): a node cut off from its segment releases before the
+//! majority takes over, so the two sides never hold one address at once; a
+//! minority whose segment is alive serves only what the wire shows nobody
+//! else serves; and after the heal one holder remains with no manual action.
 
 use std::cell::RefCell;
 use std::time::Duration;
 
 use fechter_cluster::engine::{Event, Timings};
-use fechter_cluster::sim::Sim;
+use fechter_cluster::sim::{Sim, addr_of};
+use fechter_core::claim::Standing;
 use fechter_core::replica::Admin;
 use fechter_core::{AddrSpec, NodeId};
 
@@ -119,27 +121,161 @@ fn a_detached_holder_lets_go_before_the_majority_takes_over() {
     }
 }
 
+/// Runs, failing when an address is on two machines that share a segment
+/// outside a make-before-break hand-off (each half of a split segment may
+/// have its own holder: its clients reach exactly one).
+fn run_segment_strict(
+    sim: &mut Sim,
+    limit: Duration,
+    done: impl Fn(&Sim) -> bool,
+) -> Option<Duration> {
+    let bad = RefCell::new(None);
+    let took = sim.run_until_cond(limit, |s| {
+        for (a, on) in s.duplicates_on_segment() {
+            if !s.is_handoff(&a, &on, Duration::from_millis(20)) {
+                bad.borrow_mut()
+                    .get_or_insert(format!("{a} on {on:?} at {:?}", s.now - s.start));
+                return true;
+            }
+        }
+        done(s)
+    });
+    if let Some(b) = bad.into_inner() {
+        panic!("two holders on one segment: {b}");
+    }
+    took
+}
+
+/// Each address is held once within each of the two halves.
+fn each_half_serves_all(s: &Sim, halves: [&[&str]; 2], n: usize) -> bool {
+    halves.iter().all(|half| {
+        let mut held: Vec<&AddrSpec> = half
+            .iter()
+            .flat_map(|m| s.nodes[&id(m)].iface.iter())
+            .collect();
+        held.sort();
+        let len = held.len();
+        held.dedup();
+        len == n && held.len() == n
+    })
+}
+
 #[test]
-fn a_five_node_split_leaves_the_minority_empty() {
+fn a_five_node_split_serves_each_half_of_the_segment_and_heals_to_one_holder() {
+    // The switch splits in two: n0..n2 keep the clients and the router,
+    // n3 and n4 are alone on their half. They hear each other but no
+    // majority: a minority, which serves what its half of the wire shows
+    // free (everything: nobody answers there), never leads, and never puts
+    // an address twice on one half.
     for seed in [7, 8] {
         let mut sim = serving(seed, 5, 10);
         sim.partition(&["n0", "n1", "n2"], &["n3", "n4"]);
-        let minority = ["n3", "n4"];
-        run_strict(&mut sim, &minority, Duration::from_secs(5), |s| {
-            settled(s, 10)
-                && s.nodes[&id("n3")].iface.is_empty()
-                && s.nodes[&id("n4")].iface.is_empty()
+        let halves: [&[&str]; 2] = [&["n0", "n1", "n2"], &["n3", "n4"]];
+        run_segment_strict(&mut sim, Duration::from_secs(5), |s| {
+            each_half_serves_all(s, halves, 10)
         })
-        .expect("majority serves all");
-        assert!(sim.engine("n3").fenced() && sim.engine("n4").fenced());
-        assert!(!sim.engine("n0").fenced());
-        run_strict(&mut sim, &minority, Duration::from_secs(3), |_| false);
+        .expect("each half serves everything");
+        assert_eq!(sim.engine("n3").standing(), Standing::Minority);
+        assert_eq!(sim.engine("n4").standing(), Standing::Minority);
+        assert_eq!(sim.engine("n0").standing(), Standing::Quorate);
+        run_segment_strict(&mut sim, Duration::from_secs(3), |_| false);
+        // Heal: the two holders of each address see each other on the
+        // wire; the minority's yields (or, once quorate, drops what the
+        // table gives to another node): one holder each, nothing to do.
         sim.heal();
-        run_strict(&mut sim, &[], Duration::from_secs(15), |s| {
+        // Both halves' holders now share one segment: the conflicts are
+        // there at the heal, and settled by the wire at once.
+        assert!(!sim.duplicates_on_segment().is_empty());
+        let repaired = sim
+            .run_until_cond(Duration::from_millis(100), |s| {
+                s.duplicates_on_segment()
+                    .iter()
+                    .all(|(a, on)| s.is_handoff(a, on, Duration::from_millis(20)))
+            })
+            .expect("conflicts repaired");
+        eprintln!("seed {seed}: conflicts repaired {repaired:?} after the heal");
+        run_segment_strict(&mut sim, Duration::from_secs(15), |s| {
             settled(s, 10) && s.converged_membership() && !s.engine("n3").fenced()
         })
         .expect("healed");
+        run_segment_strict(&mut sim, Duration::from_secs(3), |_| false);
+        assert!(settled(&sim, 10));
     }
+}
+
+#[test]
+fn the_cluster_port_cut_off_a_holder_moves_nothing() {
+    // A firewall drops the cluster's datagrams to and from the holder; its
+    // segment is intact. It becomes a minority and keeps its addresses; the
+    // majority's standby probes them, hears the holder answer, and leaves
+    // them where they are.
+    for seed in [1, 2, 3] {
+        let mut sim = serving(seed, 3, 3);
+        let victim = sim.holders()[&spec(0)][0].clone();
+        let before = sim.holders();
+        let others: Vec<&str> = ["n0", "n1", "n2"]
+            .into_iter()
+            .filter(|n| id(n) != victim)
+            .collect();
+        sim.cut_cluster(&[victim.as_str()], &others);
+        if let Some(t) =
+            run_segment_strict(&mut sim, Duration::from_secs(3), |s| s.holders() != before)
+        {
+            panic!("an address moved after {t:?}: {:?}", sim.holders());
+        }
+        assert_eq!(sim.engine(victim.as_str()).standing(), Standing::Minority);
+        assert_eq!(sim.holders(), before);
+        sim.heal();
+        run_segment_strict(&mut sim, Duration::from_secs(10), |s| {
+            settled(s, 3)
+                && s.converged_membership()
+                && s.engine(victim.as_str()).standing() == Standing::Quorate
+        })
+        .expect("healed");
+        run_segment_strict(&mut sim, Duration::from_secs(2), |_| false);
+    }
+}
+
+#[test]
+fn the_last_machine_standing_serves_everything() {
+    // Two of three machines die at once: the survivor hears no majority,
+    // but its segment is alive (clients): it takes every address once the
+    // wire shows nobody answers for it.
+    for seed in [4, 5, 6] {
+        let mut sim = serving(seed, 3, 3);
+        let t0 = sim.now;
+        sim.crash("n1");
+        sim.crash("n2");
+        let took = run_segment_strict(&mut sim, Duration::from_secs(3), |s| {
+            s.nodes[&id("n0")].iface.len() == 3
+        })
+        .expect("the survivor serves everything");
+        eprintln!("seed {seed}: served after {took:?}");
+        assert!(sim.now - t0 < Duration::from_millis(500), "{took:?}");
+        assert_eq!(sim.engine("n0").standing(), Standing::Minority);
+        // The dead come back: nothing moves twice, one holder each.
+        sim.start("n1", addr_of(1), vec![addr_of(0)]);
+        sim.start("n2", addr_of(2), vec![addr_of(0)]);
+        run_segment_strict(&mut sim, Duration::from_secs(10), |s| {
+            settled(s, 3)
+                && s.converged_membership()
+                && s.engine("n0").standing() == Standing::Quorate
+        })
+        .expect("back to a majority");
+    }
+}
+
+#[test]
+fn without_any_sign_of_life_a_lone_survivor_holds_nothing() {
+    // No client, no router, nothing on the wire: a node alone cannot tell
+    // a dead cluster from its own cable, so it holds nothing.
+    let mut sim = serving(9, 3, 3);
+    sim.background = false;
+    sim.crash("n1");
+    sim.crash("n2");
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.engine("n0").fenced());
+    assert!(sim.nodes[&id("n0")].iface.is_empty());
 }
 
 #[test]
@@ -149,7 +285,8 @@ fn two_nodes_split_the_gateway_breaks_the_tie() {
     sim.engine_mut("n0").enable_witness();
     sim.engine_mut("n1").enable_witness();
     sim.gateway_ok.insert(id("n1"), false);
-    sim.partition(&["n0"], &["n1"]);
+    // (The clients and the router stay on n0's side.)
+    sim.partition(&["n1"], &["n0"]);
     run_strict(&mut sim, &["n1"], Duration::from_secs(5), |s| {
         settled(s, 2) && s.nodes[&id("n0")].iface.len() == 2
     })

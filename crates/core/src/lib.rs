@@ -11,6 +11,7 @@
 //! | [`node`] | node identity and the stable 64-bit FNV-1a hash used for tie-breaks |
 //! | [`addr`] | address specs `IFACE:IP[/PREFIX]`: parse, validate, print |
 //! | [`alloc`] | where every address goes: holder and standby per address |
+//! | [`claim`] | the wire as the lock: when an address is free to take, what a node without a majority serves, who keeps an address two machines answer for |
 //! | [`failover`] | who is eligible (maturity, fail-static), standby takeovers, make-before-break hand-offs |
 //! | [`leader`] | who leads, terms, and which of two tables a node follows |
 //! | [`state`] | the replicated address list: a last-writer-wins map on a hybrid logical clock |
@@ -20,6 +21,7 @@
 
 pub mod addr;
 pub mod alloc;
+pub mod claim;
 pub mod failover;
 pub mod leader;
 pub mod node;

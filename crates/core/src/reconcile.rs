@@ -22,6 +22,8 @@
 //!    neighbour advertisement for IPv6): peers must learn the new MAC at once
 //!    rather than when their caches expire. Each `Install` is immediately
 //!    followed by the `Announce` of the same address.
+//!    Unless the wire has not shown it free yet (`unproven`): then nothing
+//!    happens until probes for it go unanswered (see [`crate::claim`]).
 //! 3. **Renew.** A wanted address that is observed is renewed (the kernel
 //!    lease is refreshed). This also *adopts* an address that is present but
 //!    was not recorded, e.g. after the record was lost.
@@ -108,6 +110,11 @@ pub struct LocalView {
     /// Addresses this node previously installed and recorded as its own
     /// (persisted across restarts).
     pub installed: BTreeSet<AddrSpec>,
+    /// Addresses the wire has not shown free yet (`crate::claim`): held
+    /// here, not present, and no giver hands them over. Not installed until
+    /// probes for them go unanswered; nothing else about them changes.
+    #[serde(default)]
+    pub unproven: BTreeSet<AddrSpec>,
 }
 
 /// Why this node wants an address.
@@ -145,6 +152,8 @@ pub fn plan(me: &NodeId, alloc: &Allocation, local: &LocalView) -> Vec<Action> {
         wanted.insert(spec);
         match (role, local.observed.contains(spec)) {
             (_, true) => renew.push(spec),
+            // Someone may still serve it: probe first (the wire as the lock).
+            (Role::Holder, false) if local.unproven.contains(spec) => {}
             (Role::Holder, false) => fresh.push(spec),
             // Vanished while handing off: the receiver takes it from here.
             (Role::Giver, false) => {}
@@ -225,6 +234,7 @@ mod tests {
         LocalView {
             observed: set(observed),
             installed: set(installed),
+            ..LocalView::default()
         }
     }
 
@@ -245,6 +255,7 @@ mod tests {
         let local = LocalView {
             observed: installed.clone(),
             installed: installed.clone(),
+            ..LocalView::default()
         };
         let from_plan: Vec<Action> = plan(&n("n0"), &a, &local)
             .into_iter()

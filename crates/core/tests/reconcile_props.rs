@@ -73,6 +73,7 @@ fn local_view() -> impl Strategy<Value = LocalView> {
     (spec_set(), spec_set()).prop_map(|(observed, installed)| LocalView {
         observed,
         installed,
+        ..LocalView::default()
     })
 }
 
@@ -241,6 +242,7 @@ proptest! {
         let next = LocalView {
             observed: execute(&p, &local.observed).map_err(TestCaseError::fail)?,
             installed: installed_after(&p, &local.installed),
+            ..LocalView::default()
         };
         let again = plan(&me, &alloc, &next);
         let expected: Vec<Action> = m
@@ -254,6 +256,7 @@ proptest! {
         let next2 = LocalView {
             observed: execute(&again, &next.observed).map_err(TestCaseError::fail)?,
             installed: installed_after(&again, &next.installed),
+            ..LocalView::default()
         };
         prop_assert_eq!(&next2, &next);
     }
@@ -264,7 +267,7 @@ proptest! {
     fn idle_node_has_empty_plan(me in 0..=NODES, alloc in allocation(), observed in spec_set()) {
         // n5 is never generated as holder or giver; n0..n4 sometimes keep nothing.
         let me = node(me);
-        let local = LocalView { observed, installed: BTreeSet::new() };
+        let local = LocalView { observed, installed: BTreeSet::new(), ..LocalView::default() };
         let p = plan(&me, &alloc, &local);
         let m = model(&me, &alloc);
         if m.wanted.is_empty() {
@@ -299,5 +302,27 @@ proptest! {
                 }
             }
         }
+    }
+
+    /// The wire as the lock: an unproven address is never installed or
+    /// announced, and the plan is otherwise exactly the plan without it.
+    #[test]
+    fn unproven_addresses_wait_and_change_nothing_else(
+        me in node_idx(), alloc in allocation(), local in local_view(), unproven in spec_set(),
+    ) {
+        let me = node(me);
+        let gated = LocalView { unproven: unproven.clone(), ..local.clone() };
+        let with = plan(&me, &alloc, &gated);
+        let without = plan(&me, &alloc, &local);
+        for a in &with {
+            if let Action::Install(s) | Action::Announce(s) = a {
+                prop_assert!(!unproven.contains(s), "{a} is unproven");
+            }
+        }
+        let expected: Vec<Action> = without
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Install(s) | Action::Announce(s) if unproven.contains(s)))
+            .collect();
+        prop_assert_eq!(with, expected);
     }
 }

@@ -89,6 +89,8 @@ pub struct AgentFile {
     pub notify_acquire: Option<String>,
     pub notify_release: Option<String>,
     pub notify_leader: Option<String>,
+    /// Another machine answers for an address this node holds.
+    pub notify_conflict: Option<String>,
     pub notify_timeout_ms: Option<u64>,
     pub gateway_check: Option<TimingFile>,
     #[serde(default)]
@@ -305,6 +307,7 @@ pub fn resolve(
     settings.notify.acquire = hook("notify_acquire", file.notify_acquire)?;
     settings.notify.release = hook("notify_release", file.notify_release)?;
     settings.notify.leader = hook("notify_leader", file.notify_leader)?;
+    settings.notify.conflict = hook("notify_conflict", file.notify_conflict)?;
     match file.notify_timeout_ms {
         Some(0) => return Err("notify_timeout_ms must be positive".into()),
         Some(ms) => settings.notify.timeout = Duration::from_millis(ms),
@@ -507,6 +510,7 @@ heartbeat_timeout = 90
                 acquire: Some("echo acquire".into()),
                 release: Some("echo release".into()),
                 leader: Some("echo leader".into()),
+                conflict: None,
                 timeout: Duration::from_millis(300),
             }
         );

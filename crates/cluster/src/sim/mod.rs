@@ -15,6 +15,9 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::engine::{Engine, EngineConfig, Event, Id, Now, Quorum, Timings};
+use crate::wire_lock::{self, WireLock};
+
+mod segment;
 
 /// One simulated datagram in flight.
 #[derive(Debug, Clone)]
@@ -39,6 +42,15 @@ pub struct Sim {
     seq: u64,
     /// Pairs of addresses that cannot talk (both directions).
     cut: BTreeSet<(SocketAddr, SocketAddr)>,
+    /// Pairs of nodes whose machines do not share a segment any more: no
+    /// frame of one reaches the other, no probe is answered across.
+    segment_cut: BTreeSet<(NodeId, NodeId)>,
+    /// Nodes cut off from the rest of the segment's hosts (clients, the
+    /// router): no background frames reach them.
+    off_segment: BTreeSet<NodeId>,
+    /// Whether other hosts on the segment (clients, a router) send frames
+    /// that every attached node receives: its sign of life.
+    pub background: bool,
     /// One-way latency of every datagram.
     pub latency: Duration,
     /// Probability (0..1) that a datagram is lost.
@@ -77,6 +89,12 @@ pub struct SimNode {
     pub installed: BTreeSet<AddrSpec>,
     /// The node's process does not run until then (see [`Sim::stall`]).
     pub stalled_until: Option<Instant>,
+    /// Frames received on its interface (whatever the firewall then drops).
+    pub rx: u64,
+    /// The wire as the lock: its probes and their answers.
+    pub lock: WireLock,
+    /// Its interface's MAC address (made up).
+    pub mac: [u8; 6],
 }
 
 /// The simulated address of node number `i`.
@@ -95,6 +113,9 @@ impl Sim {
             flights: Vec::new(),
             seq: 0,
             cut: BTreeSet::new(),
+            segment_cut: BTreeSet::new(),
+            off_segment: BTreeSet::new(),
+            background: true,
             latency: Duration::from_micros(200),
             loss: 0.0,
             timings,
@@ -145,6 +166,7 @@ impl Sim {
         let seed = self.rng.random::<u64>();
         let engine = Engine::new(cfg, replica, seed, self.wall());
         self.handoff_view.insert(id.clone(), None);
+        let port = addr.port().to_be_bytes();
         self.nodes.insert(
             id,
             SimNode {
@@ -154,6 +176,9 @@ impl Sim {
                 iface: BTreeSet::new(),
                 installed: BTreeSet::new(),
                 stalled_until: None,
+                rx: 0,
+                lock: WireLock::new(self.timings.probe_window, self.timings.heartbeat_interval),
+                mac: [2, 0, 0, 0, port[0], port[1]],
             },
         );
         self.pump();
@@ -196,8 +221,28 @@ impl Sim {
         self.wall()
     }
 
-    /// Cuts every link between the two groups (both directions).
+    /// Cuts every link between the two groups (both directions), the
+    /// segment included: as a switch split in two, or a node detached from
+    /// it. The segment's other hosts (clients, the router) stay with the
+    /// larger group (`b` on a tie).
     pub fn partition(&mut self, a: &[&str], b: &[&str]) {
+        self.cut_cluster(a, b);
+        for x in a {
+            for y in b {
+                let (x, y) = (NodeId::new(*x), NodeId::new(*y));
+                self.segment_cut.insert((x.clone(), y.clone()));
+                self.segment_cut.insert((y, x));
+            }
+        }
+        let smaller = if a.len() <= b.len() { a } else { b };
+        self.off_segment
+            .extend(smaller.iter().map(|n| NodeId::new(*n)));
+    }
+
+    /// Cuts only the cluster's datagrams between the two groups (a firewall
+    /// dropping the cluster port): their frames still reach each other's
+    /// interfaces and probes are still answered across.
+    pub fn cut_cluster(&mut self, a: &[&str], b: &[&str]) {
         for x in a {
             for y in b {
                 let (ax, ay) = (self.addr(x), self.addr(y));
@@ -209,6 +254,8 @@ impl Sim {
 
     pub fn heal(&mut self) {
         self.cut.clear();
+        self.segment_cut.clear();
+        self.off_segment.clear();
     }
 
     /// The processes of `names` stop running for `d` (CPU starvation,
@@ -232,12 +279,12 @@ impl Sim {
         let now = self.wall();
         let names: Vec<NodeId> = self.nodes.keys().cloned().collect();
         for name in names {
+            let mut reconcile = self.wire_step(&name, now);
             let node = self.nodes.get_mut(&name).expect("exists");
             let from = node.addr;
             let Some(engine) = node.engine.as_mut() else {
                 continue;
             };
-            let mut reconcile = false;
             let t = now.at - self.start;
             let note =
                 |a: &fechter_core::Allocation,
@@ -281,9 +328,11 @@ impl Sim {
             }
             if reconcile {
                 // The recording platform: execute the plan at once.
+                let wanted = wire_lock::wanted(&name, engine.allocation(), &node.iface, []);
                 let view = LocalView {
                     observed: node.iface.clone(),
                     installed: node.installed.clone(),
+                    unproven: node.lock.unproven(now.at, &wanted),
                 };
                 for a in plan(&name, engine.allocation(), &view) {
                     match &a {
@@ -381,6 +430,7 @@ impl Sim {
                 .collect();
             due.sort_by_key(|f| f.seq);
             for mut f in due {
+                self.frame_seen(f.from, f.to);
                 if self.cut.contains(&(f.from, f.to)) {
                     continue;
                 }

@@ -63,6 +63,17 @@ pub enum What {
     QuorumLost,
     /// This node sees a majority again.
     QuorumRegained,
+    /// This node sees no majority, but its segment is alive: it serves
+    /// what the wire shows nobody else serves.
+    Minority,
+    /// Another machine (`mac`) answers for an address this node holds;
+    /// `kept`: this node kept it (it hears a majority) or yielded it.
+    Conflict {
+        address: String,
+        mac: String,
+        kept: bool,
+        standing: String,
+    },
     /// The agent is shutting down (handing its addresses off).
     Stopping,
 }
@@ -190,6 +201,23 @@ impl Entry {
             }
             What::QuorumLost => "quorum lost: released every address".to_string(),
             What::QuorumRegained => "quorum regained".to_string(),
+            What::Minority => {
+                "quorum lost, segment alive: serving what nobody else on the wire answers for"
+                    .to_string()
+            }
+            What::Conflict {
+                address,
+                mac,
+                kept,
+                standing,
+            } => format!(
+                "conflict: {mac} answers for {address}; {} ({standing})",
+                if *kept {
+                    "kept and defended it"
+                } else {
+                    "yielded it"
+                }
+            ),
             What::Stopping => "agent stopping: handing addresses off".to_string(),
         };
         format!("{}  #{}  {what}", utc(self.time_ms), self.seq)
@@ -320,6 +348,27 @@ impl Observer {
             }
             What::QuorumRegained => {
                 self.metrics.quorum.set(1);
+            }
+            What::Minority => {
+                self.metrics.quorum.set(0);
+            }
+            What::Conflict {
+                address, mac, kept, ..
+            } => {
+                self.metrics.conflict(*kept);
+                let spec = address.parse::<AddrSpec>().ok();
+                self.hooks.fire(HookEvent {
+                    event: "conflict",
+                    address: address.clone(),
+                    ip: spec.as_ref().map(|s| s.ip.to_string()).unwrap_or_default(),
+                    iface: spec.map(|s| s.iface).unwrap_or_default(),
+                    reason: format!(
+                        "{mac} answers for it; {}",
+                        if *kept { "kept" } else { "yielded" }
+                    ),
+                    node: self.node.to_string(),
+                    leader: leader.unwrap_or_default(),
+                });
             }
             What::Started { .. }
             | What::MemberUp { .. }

@@ -1,12 +1,13 @@
 //! Notify hooks, like keepalived's notify scripts: a command run with
-//! `sh -c` when this node acquires or releases an address, or recognises a
-//! new leader. Hooks run one after another, in the order of the events, in
+//! `sh -c` when this node acquires or releases an address, recognises a
+//! new leader, or finds another machine answering for an address it holds. Hooks run one after another, in the order of the events, in
 //! a task of their own: the agent loop only queues them and never waits, so
 //! a slow or hanging hook never delays a failover. Each gets
 //! `notify_timeout_ms`; then it (and its process group) is killed. Failures
 //! and timeouts are logged.
 //!
-//! Environment: `FECHTER_EVENT` (`acquire`, `release`, `leader`),
+//! Environment: `FECHTER_EVENT` (`acquire`, `release`, `leader`,
+//! `conflict`; for a conflict `FECHTER_REASON` names the other machine's MAC),
 //! `FECHTER_ADDRESS` (the spec, `eth0:198.51.100.10/24`), `FECHTER_IP`,
 //! `FECHTER_INTERFACE`, `FECHTER_REASON`, `FECHTER_NODE` (this node),
 //! `FECHTER_LEADER` (the leader this node recognises; empty if none). The
@@ -24,6 +25,7 @@ pub struct Notify {
     pub acquire: Option<String>,
     pub release: Option<String>,
     pub leader: Option<String>,
+    pub conflict: Option<String>,
     /// How long one hook may run before it is killed.
     pub timeout: Duration,
 }
@@ -34,6 +36,7 @@ impl Default for Notify {
             acquire: None,
             release: None,
             leader: None,
+            conflict: None,
             timeout: Duration::from_secs(5),
         }
     }
@@ -45,12 +48,16 @@ impl Notify {
             "acquire" => self.acquire.as_ref(),
             "release" => self.release.as_ref(),
             "leader" => self.leader.as_ref(),
+            "conflict" => self.conflict.as_ref(),
             _ => None,
         }
     }
 
     fn any(&self) -> bool {
-        self.acquire.is_some() || self.release.is_some() || self.leader.is_some()
+        self.acquire.is_some()
+            || self.release.is_some()
+            || self.leader.is_some()
+            || self.conflict.is_some()
     }
 }
 
@@ -222,6 +229,7 @@ mod tests {
             acquire: Some(record.clone()),
             release: Some(format!("sleep 30; {record}")),
             leader: Some(record),
+            conflict: None,
             timeout: Duration::from_millis(200),
         });
         let t = std::time::Instant::now();

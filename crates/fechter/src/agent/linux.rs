@@ -1,5 +1,7 @@
-//! The real machine: addresses through netlink under a kernel lease, and
-//! takeover bursts of gratuitous ARP / unsolicited neighbour advertisements.
+//! The real machine: addresses through netlink under a kernel lease,
+//! takeover bursts of gratuitous ARP / unsolicited neighbour advertisements,
+//! and the wire as the lock (probes, claims and received frames, one
+//! [`WireWatch`] per interface).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -8,11 +10,12 @@ use std::time::Duration;
 use fechter_core::AddrSpec;
 use fechter_core::reconcile::Action;
 use fechter_linux::netlink::{NetEvent, Netlink, watch};
+use fechter_linux::wire::{ClaimKind, WireWatch};
 use fechter_linux::{Announcer, PlatformError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::platform::{Platform, PlatformEvent};
+use super::platform::{Platform, PlatformEvent, WireClaim};
 
 /// Linux, in the network namespace of the thread that created it.
 pub struct LinuxPlatform {
@@ -23,6 +26,10 @@ pub struct LinuxPlatform {
     bursts: BTreeMap<AddrSpec, JoinHandle<()>>,
     events: Option<mpsc::Receiver<PlatformEvent>>,
     promoted: BTreeSet<String>,
+    /// Packet sockets per interface, opened on first use and dropped when
+    /// they fail (a recreated interface is found again by name).
+    watches: BTreeMap<String, WireWatch>,
+    claims: Vec<fechter_linux::wire::Claim>,
 }
 
 impl LinuxPlatform {
@@ -66,7 +73,18 @@ impl LinuxPlatform {
             bursts: BTreeMap::new(),
             events: Some(rx),
             promoted: BTreeSet::new(),
+            watches: BTreeMap::new(),
+            claims: Vec::new(),
         })
+    }
+
+    /// The interface's wire watch, opened if need be.
+    fn watch(&mut self, iface: &str) -> Result<&mut WireWatch, String> {
+        if !self.watches.contains_key(iface) {
+            let w = WireWatch::open(iface).map_err(|e| e.to_string())?;
+            self.watches.insert(iface.to_owned(), w);
+        }
+        Ok(self.watches.get_mut(iface).expect("just inserted"))
     }
 
     /// Linux deletes every secondary address of a subnet when its primary
@@ -203,5 +221,57 @@ impl Platform for LinuxPlatform {
 
     fn events(&mut self) -> Option<mpsc::Receiver<PlatformEvent>> {
         self.events.take()
+    }
+
+    fn wire_probe(&mut self, spec: &AddrSpec) -> Result<(), String> {
+        let r = self.watch(&spec.iface)?.probe(spec.ip);
+        r.map_err(|e| {
+            self.watches.remove(&spec.iface);
+            e.to_string()
+        })
+    }
+
+    fn wire_request(
+        &mut self,
+        iface: &str,
+        from: std::net::Ipv4Addr,
+        ip: std::net::Ipv4Addr,
+    ) -> Result<(), String> {
+        let r = self.watch(iface)?.request(from, ip);
+        r.map_err(|e| {
+            self.watches.remove(iface);
+            e.to_string()
+        })
+    }
+
+    fn wire_claims(&mut self, out: &mut Vec<WireClaim>) {
+        for w in self.watches.values_mut() {
+            self.claims.clear();
+            w.drain(&mut self.claims);
+            out.extend(
+                self.claims
+                    .iter()
+                    .filter(|c| c.kind == ClaimKind::Answer)
+                    .map(|c| WireClaim {
+                        ip: c.ip,
+                        mac: c.mac,
+                    }),
+            );
+        }
+    }
+
+    fn wire_frames(&mut self, ifaces: &BTreeSet<String>) -> Option<u64> {
+        let mut total = None;
+        for i in ifaces {
+            let Ok(w) = self.watch(i) else { continue };
+            match w.rx_frames() {
+                Ok(n) => *total.get_or_insert(0) += n,
+                Err(e) => {
+                    tracing::debug!(iface = %i, "cannot read the received-frame counter: {e}");
+                    self.watches.remove(i);
+                }
+            }
+        }
+        total
     }
 }

@@ -37,6 +37,7 @@ pub struct Metrics {
     dropped: Family<Labels, Counter>,
     health: Family<Labels, Gauge>,
     pub quorum: Gauge,
+    conflicts: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -72,6 +73,7 @@ impl Metrics {
             dropped: Family::default(),
             health: Family::default(),
             quorum: Gauge::default(),
+            conflicts: Family::default(),
         };
         m.quorum.set(1);
         for state in ["alive", "dead"] {
@@ -136,8 +138,18 @@ impl Metrics {
         );
         r.register(
             "quorum",
-            "1 while this node sees a majority (or quorum is off), 0 while fenced",
+            "1 while this node sees a majority (or quorum is off), 0 while fenced or a minority",
             m.quorum.clone(),
+        );
+        for action in ["kept", "yielded"] {
+            let _ = m
+                .conflicts
+                .get_or_create(&vec![("action", action.to_string())]);
+        }
+        r.register(
+            "conflicts",
+            "Another machine answered for an address this node held: kept (this node hears a majority) or yielded",
+            m.conflicts.clone(),
         );
         m
     }
@@ -157,6 +169,14 @@ impl Metrics {
     pub fn handoff(&self, direction: &str) {
         self.handoffs
             .get_or_create(&vec![("direction", direction.to_string())])
+            .inc();
+    }
+
+    /// Another machine answered for an address this node holds.
+    pub fn conflict(&self, kept: bool) {
+        let action = if kept { "kept" } else { "yielded" };
+        self.conflicts
+            .get_or_create(&vec![("action", action.to_string())])
             .inc();
     }
 

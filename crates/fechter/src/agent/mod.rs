@@ -19,6 +19,7 @@ pub mod net;
 pub mod platform;
 pub mod server;
 pub mod store;
+mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -39,6 +40,7 @@ use net::{Datagram, WallClock};
 use platform::{Platform, PlatformEvent};
 use store::Persisted;
 use tokio::sync::{mpsc, oneshot};
+use wire::WireState;
 
 use crate::control::{AddressStatus, MemberStatus, Request, Response, StatusReport};
 
@@ -276,6 +278,14 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
         obs,
         last_alloc: Allocation::default(),
         took_over: BTreeSet::new(),
+        wire: WireState::new(
+            fechter_cluster::wire_lock::WireLock::new(
+                settings.timings.probe_window,
+                settings.timings.heartbeat_interval,
+            ),
+            listen.ip(),
+            None,
+        ),
     };
     let incarnation = shell.saved.incarnation;
     shell
@@ -294,6 +304,9 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
     });
     if gateway.is_some() {
         shell.engine.enable_witness();
+    }
+    if let Some(std::net::IpAddr::V4(gw)) = gateway {
+        shell.wire.gateway_v4 = Some(gw);
     }
     let (witness_tx, mut witness_rx) = mpsc::channel::<(Instant, bool)>(4);
     // systemd readiness: once joined, or at once for a node with no seed
@@ -391,7 +404,9 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
                     heard += 1;
                 }
                 backlog = heard == QUEUED_BEFORE_TIMERS;
+                shell.wire_before(&mut platform, now(&clock)).await;
                 shell.engine.handle_timeout(now(&clock));
+                reconcile_due |= shell.wire_after(&mut platform, now(&clock)).free;
                 let t = mono();
                 if shell.save_due.is_some_and(|d| d <= t) {
                     shell.persist()?;
@@ -562,6 +577,8 @@ struct Shell {
     /// since: why an address is acquired or released.
     last_alloc: Allocation,
     took_over: BTreeSet<NodeId>,
+    /// The wire as the lock: probes, conflicts, signs of life.
+    wire: WireState,
 }
 
 impl Shell {
@@ -654,6 +671,13 @@ impl Shell {
                     self.obs.note(t, What::QuorumLost);
                 }
                 Event::ProbeWitness => probe = true,
+                Event::Minority => {
+                    tracing::warn!(
+                        "no quorum, but the segment is alive: serving what nobody else on the wire answers for"
+                    );
+                    self.obs.note(t, What::Minority);
+                    realloc = true;
+                }
                 Event::Unfenced => {
                     tracing::info!("quorum regained");
                     self.obs.note(t, What::QuorumRegained);
@@ -706,9 +730,11 @@ impl Shell {
             }
         };
         let alloc = self.engine.allocation().clone();
+        let unproven = self.wire_unproven(now, &observed);
         let view = LocalView {
             observed,
             installed: self.installed.clone(),
+            unproven,
         };
         let mut actions = plan(&me, &alloc, &view);
         // A holder announces an address it keeps but has not announced since
@@ -772,6 +798,7 @@ impl Shell {
             self.dir.save_json(INSTALLED_FILE, &installed)?;
         }
         self.installed = installed;
+        self.wire_settled();
         self.engine.confirm_installed(now, &self.installed);
         self.last_alloc = alloc;
         self.took_over.clear();

@@ -6,6 +6,7 @@
 //! tests and simulations.
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
 use fechter_core::AddrSpec;
@@ -21,6 +22,13 @@ pub enum PlatformEvent {
     Link { iface: String, usable: bool },
     /// Notifications were lost: observe everything again.
     Resync,
+}
+
+/// Another machine answered for, or announced, `ip` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireClaim {
+    pub ip: IpAddr,
+    pub mac: [u8; 6],
 }
 
 /// The machine's interfaces.
@@ -51,6 +59,30 @@ pub trait Platform {
     ) -> impl Future<Output = Vec<(String, String)>>;
     /// The stream of machine events (taken once).
     fn events(&mut self) -> Option<mpsc::Receiver<PlatformEvent>>;
+
+    /// The wire as the lock: sends one probe for `spec` (an ARP probe, or
+    /// a duplicate-address-detection solicitation). A machine without a
+    /// wire answers nothing.
+    fn wire_probe(&mut self, spec: &AddrSpec) -> Result<(), String> {
+        let _ = spec;
+        Ok(())
+    }
+    /// Sends an ARP request for `ip` on `iface` from `from`: an answer is
+    /// a sign of life on the segment.
+    fn wire_request(&mut self, iface: &str, from: Ipv4Addr, ip: Ipv4Addr) -> Result<(), String> {
+        let _ = (iface, from, ip);
+        Ok(())
+    }
+    /// Appends every claim read off the wire since the last call.
+    fn wire_claims(&mut self, out: &mut Vec<WireClaim>) {
+        let _ = out;
+    }
+    /// The frames received so far on `ifaces`, summed; `None` when the
+    /// machine cannot tell (no sign of life is ever seen then).
+    fn wire_frames(&mut self, ifaces: &BTreeSet<String>) -> Option<u64> {
+        let _ = ifaces;
+        None
+    }
 }
 
 /// An in-memory machine: a set of addresses and a log of every action.
