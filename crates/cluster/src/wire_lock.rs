@@ -20,8 +20,14 @@ use std::time::{Duration, Instant};
 use fechter_core::claim::{self, ConflictAction, Probing, Standing, Verdict, Window};
 use fechter_core::{AddrSpec, Allocation, NodeId};
 
-/// How often an address answered by another machine is probed again.
-const SERVED_REPROBE: Duration = Duration::from_millis(200);
+/// How often an address answered by another machine is probed again: a
+/// killed agent's kernel answers until the address's lease ends, and the
+/// standby should notice soon after.
+const SERVED_REPROBE: Duration = Duration::from_millis(50);
+
+/// At most this many probes per tick (with many addresses waiting, each is
+/// probed less often rather than the segment flooded).
+const PROBES_PER_TICK: usize = 32;
 
 #[derive(Debug, Clone, Default)]
 struct Entry {
@@ -89,11 +95,12 @@ impl WireLock {
     }
 
     /// Probes exactly `specs` from now on (others are forgotten) and
-    /// returns those to probe now. An address answered by another machine
-    /// is probed again only every 200 ms.
+    /// returns those to probe now: every heartbeat interval, or every 50 ms
+    /// for an address another machine answers for; at most 32 a tick, the
+    /// longest waiting first.
     pub fn want(&mut self, now: Instant, specs: &BTreeSet<AddrSpec>) -> Vec<AddrSpec> {
         self.probing.retain(|s, _| specs.contains(s));
-        let mut due = Vec::new();
+        let mut due: Vec<(Option<Instant>, AddrSpec)> = Vec::new();
         for s in specs {
             let e = self.probing.entry(s.clone()).or_default();
             let gap = match e.last_answer {
@@ -106,14 +113,19 @@ impl WireLock {
             if e.last_sent
                 .is_none_or(|t| now.saturating_duration_since(t) + gap / 8 >= gap)
             {
-                e.last_sent = Some(now);
-                e.unanswered += 1;
-                e.first_unanswered.get_or_insert(now);
-                self.counts.probes_sent += 1;
-                due.push(s.clone());
+                due.push((e.last_sent, s.clone()));
             }
         }
-        due
+        due.sort();
+        due.truncate(PROBES_PER_TICK);
+        for (_, s) in &due {
+            let e = self.probing.get_mut(s).expect("present");
+            e.last_sent = Some(now);
+            e.unanswered += 1;
+            e.first_unanswered.get_or_insert(now);
+            self.counts.probes_sent += 1;
+        }
+        due.into_iter().map(|(_, s)| s).collect()
     }
 
     /// Another machine (`mac`) answered for, or announced, `ip`.
@@ -262,9 +274,26 @@ mod tests {
             assert!(!lock.newly_free(now));
             assert_eq!(lock.verdict(now, &spec()), Verdict::Served { by: mac });
         }
-        // 600 ms: the first probe, then one every 200 ms.
-        assert!(sent <= 4, "{sent}");
+        // 600 ms: the first probe, then one every 50 ms.
+        assert!((12..=14).contains(&sent), "{sent}");
         assert_eq!(lock.unproven(t0, &set(&[spec()])), set(&[spec()]));
+    }
+
+    #[test]
+    fn many_waiting_addresses_are_probed_a_bounded_number_at_a_time() {
+        let mut lock = WireLock::new(I * 2, I);
+        let t0 = Instant::now();
+        let specs: BTreeSet<AddrSpec> = (0..100u8)
+            .map(|i| format!("eth0:198.18.1.{i}/24").parse().unwrap())
+            .collect();
+        let mut seen = BTreeSet::new();
+        for k in 0..4u32 {
+            let due = lock.want(t0 + I * k, &specs);
+            assert_eq!(due.len(), PROBES_PER_TICK);
+            seen.extend(due);
+        }
+        // The longest waiting go first: after four ticks every one had a turn.
+        assert_eq!(seen.len(), 100);
     }
 
     #[test]

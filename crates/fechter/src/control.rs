@@ -67,6 +67,10 @@ pub struct AddressStatus {
     pub spec: String,
     pub holder: Option<String>,
     pub standby: Option<String>,
+    /// This node holds it by the allocation but has not installed it: why
+    /// (another machine answers for it on the wire, or probes are pending).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 impl StatusReport {
@@ -107,7 +111,16 @@ impl StatusReport {
             let standby = a.standby.as_deref().unwrap_or("none");
             match &a.holder {
                 Some(h) => {
-                    let _ = writeln!(out, "{:w$}  assigned to {h}  (standby {standby})", a.spec);
+                    let waiting = a
+                        .waiting
+                        .as_ref()
+                        .map(|w| format!("  waiting: {w}"))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "{:w$}  assigned to {h}  (standby {standby}){waiting}",
+                        a.spec
+                    );
                 }
                 None => {
                     let _ = writeln!(out, "{:w$}  not assigned", a.spec);

@@ -316,9 +316,11 @@ fn carrier_loss_moves_the_address_then_rejoins_without_stealing() {
     );
 }
 
-/// The agent is killed (SIGKILL) on a healthy machine: the standby takes
-/// the address at once; the kernel lease removes the dead agent's copy, so
-/// the address is on exactly one node within lease + 1 s.
+/// The agent is killed (SIGKILL) on a healthy machine: its kernel keeps
+/// the address, and answers for it, until the lease ends; the standby takes
+/// over once the wire falls silent (the wire as the lock). The address is
+/// never on two machines, and on none only between the lease's end and the
+/// standby's install (a reprobe, the probe window and a tick).
 #[test]
 fn killed_agent_leaves_nothing_behind_after_its_lease() {
     let name = "killed_agent_leaves_nothing_behind_after_its_lease";
@@ -333,28 +335,32 @@ fn killed_agent_leaves_nothing_behind_after_its_lease() {
 
     let killed = Instant::now();
     c.kill(ha);
-    let new = wait_moved(&c, A, ha, 5 * SEC);
-    let took_over = killed.elapsed();
-    assert_eq!(new, standby);
-    c.wait_kernel(ip, &[new], LEASE + SEC);
+    c.wait_kernel(ip, &[standby], LEASE + 2 * SEC);
     let single = killed.elapsed();
-    c.assert_serving(ip, new, 5 * SEC);
-    assert_eq!(c.wait_converged(A, &survivors(ha), 5 * SEC), new);
+    c.assert_serving(ip, standby, 5 * SEC);
+    assert_eq!(c.wait_converged(A, &survivors(ha), 5 * SEC), standby);
     let ping = pinger.stop();
     let tl = sampler.stop().since(killed);
+    let dark = tl
+        .first(|on| on != 0 && on & bit(ha) == 0)
+        .and_then(|in_| tl.first(|on| on == 0).map(|out| in_.saturating_sub(out)));
     eprintln!(
-        "{name}: n{ha} killed; A on n{new} after {took_over:?}; on exactly one node after {single:?}; \
-         duplicate for {:?}; client outage {:?}\n  A: {}",
+        "{name}: n{ha} killed; A on n{standby} alone after {single:?}; on two nodes for {:?}; \
+         on none for {dark:?}; client outage {:?}\n  A: {}",
         tl.longest_overlap(all_but(&[])),
         ping.longest_gap(),
         tl.describe()
     );
     assert!(single <= LEASE + SEC, "{single:?}");
-    assert!(tl.longest_overlap(all_but(&[])) <= LEASE + SEC);
-    assert_eq!(
-        tl.zero_after_first(),
-        0,
-        "A was on no node: {}",
+    assert!(
+        tl.longest_overlap(all_but(&[])) <= Duration::from_millis(20),
+        "A was on two machines: {}",
+        tl.describe()
+    );
+    assert!(
+        ping.longest_gap() < Duration::from_millis(500),
+        "client outage {:?}: {}",
+        ping.longest_gap(),
         tl.describe()
     );
     c.finish();
@@ -491,11 +497,12 @@ fn address_removed_behind_the_agents_back_comes_back() {
     c.finish();
 }
 
-/// The holder's agent crashes; as soon as its standby has taken the
-/// address, it is restarted with the same data dir, long before the lease
-/// of the copy it installed runs out: it removes that stale copy at once,
-/// installs nothing beside the new holder, and the address ends up on
-/// exactly one node.
+/// The holder's agent crashes and is restarted at once with the same data
+/// dir, long before the lease of the copy it installed runs out: it
+/// removes that stale copy at once (it holds nothing until it has learned
+/// the cluster's table), the standby, which probes the address, takes it
+/// as soon as the wire falls silent, and the address is never on two
+/// machines.
 #[test]
 fn restart_after_a_crash_removes_the_stale_copy() {
     let name = "restart_after_a_crash_removes_the_stale_copy";
@@ -504,11 +511,11 @@ fn restart_after_a_crash_removes_the_stale_copy() {
     };
     let ha = h[0];
     let ip = ip_of(A);
+    let standby = standby_of(&c, ha, A);
     let sampler = Sampler::start(&c.lab, ip);
     let pinger = Pinger::start(&c.lab, ip);
     let t = Instant::now();
     c.kill(ha);
-    let new = wait_moved(&c, A, ha, 5 * SEC);
     c.restart(ha);
     let restarted = t.elapsed();
     c.wait_members_alive(&[0, 1, 2], 10 * SEC);
@@ -517,32 +524,29 @@ fn restart_after_a_crash_removes_the_stale_copy() {
     c.assert_serving(ip, holder, 5 * SEC);
     let ping = pinger.stop();
     let tl = sampler.stop().since(t);
-    let gone = tl.since(t + restarted).first(|on| on & bit(ha) == 0);
+    let gone = tl.first(|on| on & bit(ha) == 0);
     eprintln!(
-        "{name}: n{ha} killed; A on n{new} too after {:?}; n{ha} restarted after {restarted:?}; \
-         its stale copy gone {gone:?} after the restart; A on n{holder} (stable 2 s after \
+        "{name}: n{ha} killed and restarted after {restarted:?}; its stale copy gone {gone:?} \
+         after the kill; A on n{standby} after {:?}; A on n{holder} (stable 2 s after \
          {settle:?}); on two nodes for {:?}; client outage {:?}\n  A: {}",
-        tl.first(|on| on & bit(new) != 0),
+        tl.first(|on| on & bit(standby) != 0),
         tl.longest_overlap(all_but(&[])),
         ping.longest_gap(),
         tl.describe(),
     );
-    assert_eq!(holder, new, "A stays with the node that took it over");
+    assert_eq!(holder, standby, "A stays with the node that took it over");
     let gone = gone.expect("the stale copy is removed");
-    // The lease alone would take at least 1.5 s after the kill (the last
-    // renewal was up to 500 ms before it).
+    // The lease alone would take at least 1.2 s after the kill (the last
+    // renewal was up to 800 ms before it).
     assert!(
-        restarted + gone < LEASE - Duration::from_millis(500),
-        "the restarted agent did not remove its stale copy; the lease did, {gone:?} after the restart"
+        gone < LEASE - Duration::from_millis(800),
+        "the restarted agent did not remove its stale copy; the lease did, {gone:?} after the kill"
     );
-    let after = tl.since(t + restarted + gone);
-    assert_eq!(
-        after.longest_overlap(all_but(&[])),
-        Duration::ZERO,
-        "the restarted n{ha} installed A again while n{new} held it: {}",
-        after.describe()
+    assert!(
+        tl.longest_overlap(all_but(&[])) <= Duration::from_millis(20),
+        "A was on two machines: {}",
+        tl.describe()
     );
-    assert_eq!(after.zero_after_first(), 0, "{}", after.describe());
     c.finish();
 }
 

@@ -492,7 +492,7 @@ impl Lab {
     }
 
     /// The bridge in the switch namespace.
-    fn bridge(&self) -> String {
+    pub fn bridge(&self) -> String {
         format!("{}br", self.prefix)
     }
 

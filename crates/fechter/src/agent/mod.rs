@@ -32,6 +32,7 @@ use fechter_cluster::engine::{Engine, EngineConfig, Event, Id, Now, Quorum, Timi
 use fechter_cluster::persist::{DataDir, PersistError};
 use fechter_cluster::seal::{MAX_PAYLOAD_LEN, Opener, Sealer};
 use fechter_core::alloc::Allocation;
+use fechter_core::claim::Standing;
 use fechter_core::reconcile::{Action, LocalView, installed_after, plan, renewals};
 use fechter_core::replica::{Admin, NodeRecord, Replica};
 use fechter_core::state::{AddError, AddressState, RemoveError};
@@ -1041,6 +1042,11 @@ impl Shell {
                     .unwrap_or_default()
                     .into_iter()
                     .chain((n.id == *me && self.engine.fenced()).then(|| "no quorum".to_string()))
+                    .chain(
+                        (n.id == *me && self.engine.standing() == Standing::Minority).then(|| {
+                            "no majority: serves only what nobody else answers for".to_string()
+                        }),
+                    )
                     .chain(n.iface_trouble.iter().map(|(i, why)| format!("{i}: {why}")))
                     .collect(),
             })
@@ -1053,6 +1059,7 @@ impl Shell {
             .map(|(_, spec)| {
                 let p = alloc.placements.get(&spec);
                 AddressStatus {
+                    waiting: self.wire_waiting(&spec),
                     spec: spec.to_string(),
                     holder: p.map(|p| p.holder.to_string()),
                     standby: p.and_then(|p| p.standby.as_ref()).map(ToString::to_string),
@@ -1079,7 +1086,13 @@ impl Shell {
         let mut notes = Vec::new();
         if self.engine.fenced() {
             notes.push(
-                "no quorum: this node sees no majority of the cluster and holds nothing"
+                "no quorum: this node sees no majority of the cluster and nothing on its segment, and holds nothing"
+                    .to_string(),
+            );
+        }
+        if self.engine.standing() == Standing::Minority {
+            notes.push(
+                "minority: this node sees no majority of the cluster but its segment is alive; it serves what no other machine answers for on the wire, and does not lead"
                     .to_string(),
             );
         }

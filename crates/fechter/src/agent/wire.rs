@@ -214,6 +214,19 @@ impl Shell {
         );
     }
 
+    /// Why this node, holder of `spec` by its allocation, has not installed
+    /// it (for status): another machine answers, or probes are pending.
+    pub(super) fn wire_waiting(&self, spec: &AddrSpec) -> Option<String> {
+        if !self.wire.base.contains(spec) || self.installed.contains(spec) {
+            return None;
+        }
+        let now = std::time::Instant::now();
+        Some(match self.wire.lock.served_by(now, spec) {
+            Some(mac) => format!("{} answers for it on the wire", mac_text(mac)),
+            None => "probing the wire".to_string(),
+        })
+    }
+
     /// The interfaces of the managed addresses.
     fn managed_ifaces(&self) -> BTreeSet<String> {
         self.engine
