@@ -3,10 +3,14 @@
 //! - [`engine`]: one node's protocol state machine, sans I/O (quinn-proto
 //!   style: `handle_*` in, `poll_*` out, time passed in, seeded RNG): SWIM
 //!   membership through foca, the replicated state with broadcasts and
-//!   anti-entropy, and [`duty`]: leading, heartbeats and standby takeovers,
-//!   hand-offs, quorum and self-fencing.
+//!   anti-entropy, [`duty`]: leading, heartbeats and standby takeovers,
+//!   hand-offs, and [`standing`]: quorum, minority and fence, the two-node
+//!   witness, the segment's signs of life.
+//! - [`wire_lock`]: the wire as the lock, sans I/O: probe bookkeeping and
+//!   conflicts, shared by the agent's shell and the simulator.
 //! - [`sim`]: a deterministic in-memory network of engines with a recording
-//!   platform, for tests and benchmarks (partitions, crashes, restarts).
+//!   platform and a simulated segment, for tests and benchmarks
+//!   (partitions, cluster-port cuts, crashes, restarts).
 //! - [`rehome`]: measures, in the simulator, how long re-homing every
 //!   address of a crashed (non-leader) node takes.
 //! - [`seal`]: every cluster datagram is encrypted and authenticated with

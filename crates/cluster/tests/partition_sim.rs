@@ -335,3 +335,31 @@ fn quorum_off_lets_both_sides_serve() {
     sim.run_until_cond(Duration::from_secs(5), |s| !s.duplicates().is_empty())
         .expect("both sides serve without quorum");
 }
+
+#[test]
+fn a_pair_without_a_gateway_survives_a_machine_death() {
+    // Two nodes, no witness: the survivor hears no majority, but its
+    // segment is alive (clients): a minority, it serves what the wire
+    // shows free, at the three-node figure.
+    for seed in [31, 32, 33] {
+        let mut sim = serving(seed, 2, 2);
+        let victim = sim.holders()[&spec(0)][0].clone();
+        let survivor = if victim.as_str() == "n0" { "n1" } else { "n0" };
+        let t0 = sim.now;
+        sim.crash(victim.as_str());
+        let took = run_segment_strict(&mut sim, Duration::from_secs(3), |s| {
+            s.nodes[&id(survivor)].iface.len() == 2
+        })
+        .expect("the survivor serves both");
+        eprintln!("seed {seed}: the survivor serves both after {took:?}");
+        for (t, n, e) in sim
+            .log
+            .iter()
+            .filter(|(t, n, _)| *t >= t0 - sim.start && n.as_str() == survivor)
+        {
+            eprintln!("  {t:?} {n} {e:?}");
+        }
+        assert!(took < Duration::from_millis(150), "{took:?}");
+        assert_eq!(sim.engine(survivor).standing(), Standing::Minority);
+    }
+}

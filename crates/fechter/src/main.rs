@@ -257,7 +257,9 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
         let shutdown = shutdown_signal(reload_tx);
         let result = if r.dry_run {
             tracing::warn!("--dry-run: interfaces are never changed; actions are only logged");
-            let platform = agent::platform::RecordingPlatform::new();
+            // No wire to look at: it assumes a segment that shows life and
+            // where nobody else answers for its addresses.
+            let platform = agent::platform::RecordingPlatform::new().with_live_segment();
             agent::run(settings, socket, SystemClock, platform, rx, shutdown).await
         } else {
             let platform =

@@ -103,6 +103,11 @@ pub struct Recorded {
     pub down_ifaces: BTreeSet<String>,
     /// How many times the agent read the addresses back ([`Platform::observe`]).
     pub observed: usize,
+    /// A segment that always shows life (frames keep arriving) and where no
+    /// probe is ever answered; `false`: a machine with no wire at all.
+    pub live_segment: bool,
+    /// Frames "received" so far on a live segment.
+    pub frames: u64,
 }
 
 impl RecordingPlatform {
@@ -120,6 +125,13 @@ impl RecordingPlatform {
         if let Some(tx) = &self.sender {
             let _ = tx.try_send(ev);
         }
+    }
+
+    /// A machine on a segment that always shows life and where nobody else
+    /// answers for any address (what `--dry-run` assumes).
+    pub fn with_live_segment(self) -> Self {
+        self.state.lock().expect("lock").live_segment = true;
+        self
     }
 
     pub fn addresses(&self) -> BTreeSet<AddrSpec> {
@@ -167,5 +179,14 @@ impl Platform for RecordingPlatform {
 
     fn events(&mut self) -> Option<mpsc::Receiver<PlatformEvent>> {
         self.events.lock().expect("lock").take()
+    }
+
+    fn wire_frames(&mut self, _ifaces: &BTreeSet<String>) -> Option<u64> {
+        let mut s = self.state.lock().expect("lock");
+        if !s.live_segment {
+            return None;
+        }
+        s.frames += 1;
+        Some(s.frames)
     }
 }

@@ -118,13 +118,16 @@ impl Shell {
             .chain(soon.into_iter().filter(|s| !self.installed.contains(s)))
             .collect();
         for spec in self.wire.lock.want(now.at, &wanted) {
+            tracing::trace!(address = %spec, "probe");
             if let Err(e) = platform.wire_probe(&spec) {
                 tracing::debug!(address = %spec, "cannot probe: {e}");
             }
         }
-        WireTick {
-            free: self.wire.lock.newly_free(now.at),
+        let free = self.wire.lock.newly_free(now.at);
+        if free {
+            tracing::debug!("an address is free on the wire");
         }
+        WireTick { free }
     }
 
     /// The addresses a plan may not install yet, and (as the base of the
@@ -137,6 +140,9 @@ impl Shell {
         let me = self.engine.id().node.clone();
         let wanted = wire_lock::wanted(&me, self.engine.allocation(), observed, []);
         let unproven = self.wire.lock.unproven(now.at, &wanted);
+        if !unproven.is_empty() {
+            tracing::debug!(?unproven, "not free on the wire yet");
+        }
         self.wire.base = wanted;
         unproven
     }
