@@ -1,5 +1,6 @@
 //! fechter as a benchmark subject: the end-to-end tests' namespace cluster
-//! (three agents of this crate's binary), checking the gateway.
+//! (three agents of this crate's binary, or as many as asked), checking
+//! the gateway (or not: [`Fechter::start_custom`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +14,12 @@ use crate::subject::{Fault, GATEWAY, Subject, VIP};
 pub fn spec() -> String {
     format!("eth0:{VIP}/24")
 }
+
+/// How long a `two-killed` trial watches (fechter and keepalived alike):
+/// the killed holder's kernel lease (2 s from its last renewal; the kernel
+/// checks lifetimes on whole seconds) must end, then the survivor takes
+/// over (about 3 s after the kill), with a margin.
+pub const TWO_KILLED_WINDOW: Duration = Duration::from_millis(4000);
 
 pub struct Fechter {
     cluster: Cluster,
@@ -42,7 +49,19 @@ impl Fechter {
         nodes: usize,
         config: Option<PathBuf>,
     ) -> Result<Fechter, String> {
-        let args = agent_args(config);
+        Fechter::start_custom(label, nodes, config, true)
+    }
+
+    /// [`Fechter::start_sized`], the agents checking the gateway
+    /// (`--gateway`) only if `gateway`. The client has the gateway's address
+    /// either way (the lab is the same).
+    pub fn start_custom(
+        label: &str,
+        nodes: usize,
+        config: Option<PathBuf>,
+        gateway: bool,
+    ) -> Result<Fechter, String> {
+        let args = agent_args_with(config, gateway);
         let cluster = Cluster::start_sized("bench", nodes, args, client_is_gateway)
             .ok_or("the namespace lab cannot run here")?;
         let spec = spec();
@@ -63,8 +82,17 @@ impl Fechter {
 
 /// Every agent checks the gateway; the fast profile adds its file.
 pub fn agent_args(config: Option<PathBuf>) -> impl Fn(usize) -> Vec<String> {
+    agent_args_with(config, true)
+}
+
+/// [`agent_args`], with `--gateway` only if `gateway`.
+pub fn agent_args_with(config: Option<PathBuf>, gateway: bool) -> impl Fn(usize) -> Vec<String> {
     move |_| {
-        let mut a = vec!["--gateway".to_string(), GATEWAY.to_string()];
+        let mut a = Vec::new();
+        if gateway {
+            a.push("--gateway".to_string());
+            a.push(GATEWAY.to_string());
+        }
         if let Some(c) = &config {
             a.push("--config".into());
             a.push(c.to_string_lossy().into_owned());
@@ -113,6 +141,7 @@ impl Subject for Fechter {
     }
 
     fn inject(&mut self, fault: Fault, node: usize) -> Result<(), String> {
+        let victims = fault.victims(node, self.cluster.lab.nodes());
         let c = &mut self.cluster;
         let lab_err = |e: fechter_linux::lab::LabError| e.to_string();
         match fault {
@@ -133,11 +162,27 @@ impl Subject for Fechter {
                     .map_err(lab_err)?;
             }
             Fault::Partition => c.lab.detach(node).map_err(lab_err)?,
+            Fault::TwoKilled => {
+                for &v in &victims {
+                    c.kill(v);
+                }
+            }
+            Fault::TwoDead => {
+                // Both agents frozen first, then both links down: the two
+                // machines go within a few milliseconds of each other.
+                for &v in &victims {
+                    c.stop(v);
+                }
+                for &v in &victims {
+                    c.lab.set_link(v, false).map_err(lab_err)?;
+                }
+            }
         }
         Ok(())
     }
 
     fn repair(&mut self, fault: Fault, node: usize) -> Result<(), String> {
+        let victims = fault.victims(node, self.cluster.lab.nodes());
         let c = &mut self.cluster;
         let lab_err = |e: fechter_linux::lab::LabError| e.to_string();
         match fault {
@@ -167,6 +212,21 @@ impl Subject for Fechter {
                     .map_err(lab_err)?;
             }
             Fault::Partition => c.lab.reattach(node).map_err(lab_err)?,
+            Fault::TwoKilled => {
+                for &v in &victims {
+                    c.restart(v);
+                }
+            }
+            Fault::TwoDead => {
+                // As for machine death, both machines reboot.
+                for &v in &victims {
+                    c.kill(v);
+                    c.lab.set_link(v, true).map_err(lab_err)?;
+                }
+                for &v in &victims {
+                    c.restart(v);
+                }
+            }
         }
         Ok(())
     }
@@ -175,6 +235,12 @@ impl Subject for Fechter {
         match fault {
             // The killed agent's address lives until its kernel lease ends.
             Fault::Sigkill => Duration::from_millis(2800),
+            // The same, then the survivor (a minority that sees frames on
+            // its segment) probes the address free and installs it.
+            Fault::TwoKilled => TWO_KILLED_WINDOW,
+            // The survivor is a minority: it serves once it has seen signs
+            // of life and probed the address free.
+            Fault::TwoDead => Duration::from_millis(2000),
             // Three failed checks 250 ms apart.
             Fault::GatewayLoss => Duration::from_millis(2000),
             _ => Duration::from_millis(1200),

@@ -1,12 +1,14 @@
-//! keepalived as a benchmark subject: three nodes running keepalived 2.2.7
+//! keepalived as a benchmark subject: three nodes (or as many as
+//! [`Keepalived::start_sized`] is given) running keepalived 2.2.7
 //! (Debian's `/usr/sbin/keepalived`), VRRP only, one instance for [`VIP`],
 //! configured as an operator would for "one address, no surprise movement":
 //!
 //! - VRRP version 3 (the only version with sub-second `advert_int`; keepalived
 //!   accepts 0.01 s to 255 s and rounds fractional intervals to whole
-//!   seconds under version 2), unicast to the two peers (no multicast
+//!   seconds under version 2), unicast to the peers (no multicast
 //!   needed on the lab's bridge), no authentication (VRRPv3 has none);
-//! - every node starts as `BACKUP` with a different priority (150/100/50) and
+//! - every node starts as `BACKUP` with a different priority (150/100/50 on
+//!   three nodes, 150/50 on two: [`priority`]) and
 //!   `nopreempt`, so that a repaired node does not pull the address back;
 //! - gratuitous ARP at the defaults (`garp_master_delay 5`, `garp_master_repeat 5`);
 //! - a `vrrp_script` pinging [`GATEWAY`] tracked without a weight: a node
@@ -17,7 +19,7 @@
 //! Each daemon runs inside its node's namespace (`ip netns exec`, which execs
 //! keepalived, so our child *is* the keepalived parent), in the foreground
 //! (`--dont-fork`), logging to a file per node, with its own pid files in a
-//! temporary directory so that the three daemons on this machine do not see
+//! temporary directory so that the daemons on this machine do not see
 //! each other's pid files (keepalived's defaults are `/run/keepalived*.pid`).
 //! keepalived forks a VRRP child even in the foreground; both stay in the
 //! process group we give the parent (`process_group(0)`), so a fault signals
@@ -38,14 +40,17 @@ use std::time::{Duration, Instant};
 use fechter_linux::lab::Lab;
 
 use crate::e2e_support::{guard_child, poll};
+use crate::fechter_subject::TWO_KILLED_WINDOW;
 use crate::subject::{Fault, GATEWAY, Subject, VIP};
 
 /// Where Debian's package installs the daemon.
 pub const KEEPALIVED: &str = "/usr/sbin/keepalived";
-/// Nodes of the lab.
+/// Nodes of the lab unless asked otherwise.
 const NODES: usize = 3;
-/// VRRP priorities of nodes 0, 1, 2.
-const PRIORITY: [u32; NODES] = [150, 100, 50];
+/// The VRRP priority of the first node; the last has [`LOWEST_PRIORITY`].
+const HIGHEST_PRIORITY: u32 = 150;
+/// The VRRP priority of the last node.
+const LOWEST_PRIORITY: u32 = 50;
 /// The VRRP router id of the one instance.
 const VRID: u32 = 50;
 /// The longest `settle` waits.
@@ -63,6 +68,15 @@ const APT_LIMIT: Duration = Duration::from_secs(600);
 const SCRIPT_SETTLE: Duration = Duration::from_millis(2200);
 /// Log lines quoted in errors.
 const LOG_LINES: usize = 15;
+
+/// The VRRP priority of `node` of `nodes`: from [`HIGHEST_PRIORITY`] down
+/// to [`LOWEST_PRIORITY`] in even steps (150/100/50 on three nodes, 150/50
+/// on two).
+fn priority(node: usize, nodes: usize) -> u32 {
+    let span = HIGHEST_PRIORITY - LOWEST_PRIORITY;
+    let steps = nodes.saturating_sub(1).max(1) as u32;
+    HIGHEST_PRIORITY - span * (node as u32).min(steps) / steps
+}
 
 /// Makes sure [`KEEPALIVED`] exists: if not, installs Debian's `keepalived`
 /// package with `apt-get install -y` (running `apt-get update` first only if
@@ -386,7 +400,8 @@ fn stop_all(daemons: &mut [Daemon]) {
     }
 }
 
-/// keepalived on three nodes serving [`VIP`]. See the [module docs](self).
+/// keepalived on three (or `nodes`) nodes serving [`VIP`]. See the
+/// [module docs](self).
 pub struct Keepalived {
     // Field order is drop order: daemons first, then the lab's namespaces,
     // then the files.
@@ -394,6 +409,8 @@ pub struct Keepalived {
     lab: Lab,
     dir: tempfile::TempDir,
     advert: Duration,
+    /// Nodes of the lab.
+    nodes: usize,
     /// `settle` does not return before this (see [`SCRIPT_SETTLE`]).
     quiet_until: Instant,
 }
@@ -405,6 +422,14 @@ impl Keepalived {
     /// [`Subject::settle`]). `advert` is `advert_int`: 0.01 s to 255 s in
     /// steps of 0.01 s (e.g. 1 s, 0.1 s, 0.01 s).
     pub fn start(advert: Duration) -> Result<Keepalived, String> {
+        Keepalived::start_sized(advert, NODES)
+    }
+
+    /// [`Keepalived::start`] on a lab of `nodes` machines (at least two).
+    pub fn start_sized(advert: Duration, nodes: usize) -> Result<Keepalived, String> {
+        if nodes < 2 {
+            return Err(format!("keepalived needs two nodes or more, not {nodes}"));
+        }
         let centis = advert.as_millis() / 10;
         if !advert.as_micros().is_multiple_of(10_000) || !(1..=25_500).contains(&centis) {
             return Err(format!(
@@ -412,7 +437,7 @@ impl Keepalived {
             ));
         }
         ensure_installed()?;
-        let lab = Lab::new(NODES).map_err(|e| format!("building the namespace lab: {e}"))?;
+        let lab = Lab::new(nodes).map_err(|e| format!("building the namespace lab: {e}"))?;
         let dir = tempfile::Builder::new()
             .prefix("fechter-bench-ka-")
             .tempdir()
@@ -423,6 +448,7 @@ impl Keepalived {
             lab,
             dir,
             advert,
+            nodes,
             quiet_until: Instant::now(),
         };
         let client = ka.lab.client_ns();
@@ -432,7 +458,7 @@ impl Keepalived {
                 &["addr", "add", &format!("{GATEWAY}/24"), "dev", "eth0"],
             )
             .map_err(|e| format!("gateway address on the client: {e}"))?;
-        for node in 0..NODES {
+        for node in 0..nodes {
             let base = ka.dir.path().join(format!("n{node}"));
             std::fs::create_dir_all(&base)
                 .map_err(|e| format!("creating {}: {e}", base.display()))?;
@@ -451,10 +477,10 @@ impl Keepalived {
                 log_from: 0,
             });
         }
-        for node in 0..NODES {
+        for node in 0..nodes {
             ka.spawn(node)?;
         }
-        for node in 0..NODES {
+        for node in 0..nodes {
             ka.wait_running(node)?;
         }
         Ok(ka)
@@ -468,7 +494,7 @@ impl Keepalived {
 
     /// The configuration of `node`.
     fn config(&self, node: usize) -> String {
-        let peers: String = (0..NODES)
+        let peers: String = (0..self.nodes)
             .filter(|&k| k != node)
             .map(|k| format!("        {}\n", self.lab.node_ipv4(k)))
             .collect();
@@ -515,7 +541,7 @@ vrrp_instance VIP {{
     }}
 }}
 ",
-            prio = PRIORITY[node],
+            prio = priority(node, self.nodes),
             advert = self.advert_int(),
             me = self.lab.node_ipv4(node),
         )
@@ -600,7 +626,7 @@ vrrp_instance VIP {{
     /// The nodes whose `eth0` carries [`VIP`] now.
     fn holders(&self) -> Result<Vec<usize>, String> {
         let mut on = Vec::new();
-        for node in 0..NODES {
+        for node in 0..self.nodes {
             if self.holds(node)? {
                 on.push(node);
             }
@@ -682,7 +708,10 @@ vrrp_instance VIP {{
     /// The VRRP master-down interval (3 adverts plus the skew of the
     /// lowest priority), as a backup waits it before taking over.
     fn master_down(&self) -> Duration {
-        let lowest = PRIORITY.iter().copied().min().unwrap_or(1);
+        let lowest = (0..self.nodes)
+            .map(|n| priority(n, self.nodes))
+            .min()
+            .unwrap_or(1);
         self.advert * 3 + self.advert * (256 - lowest) / 256
     }
 }
@@ -701,7 +730,11 @@ impl Drop for Keepalived {
 impl Subject for Keepalived {
     fn label(&self) -> String {
         let secs = self.advert.as_secs_f64();
-        format!("keepalived {secs} s")
+        if self.nodes == NODES {
+            format!("keepalived {secs} s")
+        } else {
+            format!("keepalived {secs} s, {} nodes", self.nodes)
+        }
     }
 
     fn lab(&self) -> &Lab {
@@ -762,7 +795,7 @@ impl Subject for Keepalived {
     }
 
     fn inject(&mut self, fault: Fault, node: usize) -> Result<(), String> {
-        if node >= NODES {
+        if node >= self.nodes {
             return Err(format!("no node n{node}"));
         }
         let lab_err = |e: fechter_linux::lab::LabError| format!("n{node}: {e}");
@@ -784,11 +817,32 @@ impl Subject for Keepalived {
                 .map(drop)
                 .map_err(lab_err),
             Fault::Partition => self.lab.detach(node).map_err(lab_err),
+            Fault::TwoKilled => {
+                // Both groups first, then report the first failure.
+                let killed: Vec<Result<(), String>> = fault
+                    .victims(node, self.nodes)
+                    .into_iter()
+                    .map(|v| self.daemons[v].signal_group(libc::SIGKILL))
+                    .collect();
+                killed.into_iter().collect()
+            }
+            Fault::TwoDead => {
+                let victims = fault.victims(node, self.nodes);
+                for &v in &victims {
+                    self.daemons[v].signal_group(libc::SIGSTOP)?;
+                }
+                for &v in &victims {
+                    self.lab
+                        .set_link(v, false)
+                        .map_err(|e| format!("n{v}: {e}"))?;
+                }
+                Ok(())
+            }
         }
     }
 
     fn repair(&mut self, fault: Fault, node: usize) -> Result<(), String> {
-        if node >= NODES {
+        if node >= self.nodes {
             return Err(format!("no node n{node}"));
         }
         let lab_err = |e: fechter_linux::lab::LabError| format!("n{node}: {e}");
@@ -809,6 +863,26 @@ impl Subject for Keepalived {
                 self.daemons[node].kill();
                 self.drop_vip(node)?;
                 self.restart(node)
+            }
+            Fault::TwoKilled => {
+                for v in fault.victims(node, self.nodes) {
+                    self.daemons[v].kill();
+                    self.drop_vip(v)?;
+                    self.restart(v)?;
+                }
+                Ok(())
+            }
+            Fault::TwoDead => {
+                // As for machine death, both machines reboot.
+                for v in fault.victims(node, self.nodes) {
+                    self.daemons[v].kill();
+                    self.lab
+                        .set_link(v, true)
+                        .map_err(|e| format!("n{v}: {e}"))?;
+                    self.drop_vip(v)?;
+                    self.restart(v)?;
+                }
+                Ok(())
             }
             Fault::Sigterm => {
                 let exited = self.daemons[node].wait_exit(EXIT_LIMIT);
@@ -843,11 +917,14 @@ impl Subject for Keepalived {
     /// second of margin. Gateway loss and partition add keepalived's
     /// one-second script interval and the ping's one-second timeout: a
     /// partitioned holder cannot reach the gateway either, so its gateway
-    /// check ends the double holding within about two seconds.
+    /// check ends the double holding within about two seconds. Two killed
+    /// daemons: fechter's window ([`TWO_KILLED_WINDOW`]), or this base if
+    /// longer (advert_int 1 s), so that both are watched alike.
     fn window(&self, fault: Fault) -> Duration {
         let base = self.master_down() + self.advert + Duration::from_secs(1);
         match fault {
             Fault::GatewayLoss | Fault::Partition => base + Duration::from_secs(2),
+            Fault::TwoKilled => base.max(TWO_KILLED_WINDOW),
             _ => base,
         }
     }

@@ -11,7 +11,9 @@
 //! everything calm), the client starts pinging the address every 5 ms and
 //! watching its neighbour cache, a sampler reads every node's kernel every
 //! 10 ms, the fault hits the holder, the run watches for the subject's
-//! window, then repairs the fault.
+//! window, then repairs the fault. The double faults (two-killed,
+//! two-dead) hit the holder and the next node at once; a two-node section
+//! (`--rows pairs`) runs fechter and keepalived on two nodes.
 
 #[path = "../../tests/e2e_support/mod.rs"]
 mod e2e_support;
@@ -39,7 +41,10 @@ pub struct Options {
     #[arg(long, default_value_t = 10)]
     trials: usize,
     /// Faults to run (comma-separated): machine-death, sigkill, sigterm,
-    /// down, carrier-loss, gateway-loss, partition; default all.
+    /// down, carrier-loss, gateway-loss, partition, two-killed (the holder's
+    /// and the next node's daemons SIGKILLed at once), two-dead (the holder
+    /// and the next node die at once); default all. The two-node section
+    /// (`--rows pairs`) always runs machine-death, sigterm, down, partition.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// Subjects (comma-separated): fechter, fast (fechter's fast profile),
@@ -47,7 +52,9 @@ pub struct Options {
     /// default all.
     #[arg(long, value_delimiter = ',')]
     subjects: Vec<String>,
-    /// Extra rows (comma-separated): idle, saturated, sim, scale, ten;
+    /// Extra rows (comma-separated): idle, saturated, sim, scale, ten,
+    /// pairs (two-node clusters: fechter with and without `--gateway` when
+    /// `fechter` is among the subjects, keepalived 0.01 s when `ka0.01` is);
     /// default all. `none` for the fault table only.
     #[arg(long, value_delimiter = ',')]
     rows: Vec<String>,
@@ -80,7 +87,8 @@ pub struct Trial {
     /// Echoes without an answer.
     pub lost: u32,
     /// Longest time two nodes had the address in their kernels (nodes cut
-    /// off by the fault itself, whose link or carrier is down, left out).
+    /// off by the fault itself, whose link or carrier is down, left out:
+    /// [`Fault::cuts_off`]).
     pub overlap: Duration,
     /// Until the client's neighbour entry named the new holder.
     pub neighbour: Option<Duration>,
@@ -110,14 +118,19 @@ fn trial(s: &mut dyn Subject, fault: Fault) -> Result<Trial, String> {
     let timeline = sampler.stop().since(t0);
     let nodes = s.lab().nodes();
     let everyone = (0..nodes).fold(0, |m, n| m | bit(n));
-    let cut_off = matches!(fault, Fault::MachineDeath | Fault::CarrierLoss);
-    let among = if cut_off {
-        everyone & !bit(holder)
+    // Every node the fault hit: none of them can be where the address
+    // moved to (a killed holder's kernel may still have its copy).
+    let victims = fault
+        .victims(holder, nodes)
+        .into_iter()
+        .fold(0, |m, n| m | bit(n));
+    let among = if fault.cuts_off() {
+        everyone & !victims
     } else {
         everyone
     };
     let moved_to = {
-        let last = timeline.last_set() & !bit(holder);
+        let last = timeline.last_set() & !victims;
         (last.count_ones() == 1).then(|| last.trailing_zeros() as usize)
     };
     let neighbour = match moved_to {
@@ -229,6 +242,26 @@ impl Line {
                 String::new()
             },
         )
+    }
+}
+
+/// The header and the lines of a faults table, grouped by fault in the
+/// order of `faults`; the ratio is each median outage over `reference`'s
+/// (the subject's label) for the same fault.
+fn print_table(lines: &[Line], faults: &[Fault], reference: &str) {
+    println!(
+        "| fault | subject | outage min / median / max | lost probes median (max) | two holders median (max) | neighbour entry median (trials) | outage vs fechter |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for fault in faults {
+        let median = lines
+            .iter()
+            .find(|l| l.fault == *fault && l.subject == reference)
+            .and_then(Line::median_outage);
+        for l in lines.iter().filter(|l| l.fault == *fault) {
+            let r = if l.subject == reference { None } else { median };
+            println!("{}", l.render(r));
+        }
     }
 }
 
@@ -381,24 +414,7 @@ fn main() {
     println!();
     println!("## Faults (3 nodes; ms; median over trials)");
     println!();
-    println!(
-        "| fault | subject | outage min / median / max | lost probes median (max) | two holders median (max) | neighbour entry median (trials) | outage vs fechter |"
-    );
-    println!("|---|---|---|---|---|---|---|");
-    for fault in &faults {
-        let reference = lines
-            .iter()
-            .find(|l| l.fault == *fault && l.subject == "fechter")
-            .and_then(Line::median_outage);
-        for l in lines.iter().filter(|l| l.fault == *fault) {
-            let r = if l.subject == "fechter" {
-                None
-            } else {
-                reference
-            };
-            println!("{}", l.render(r));
-        }
-    }
+    print_table(&lines, &faults, "fechter");
     if !idle.is_empty() {
         println!();
         println!(

@@ -1,5 +1,6 @@
 //! The benchmark's other rows: idle cost, false failovers with both cores
-//! saturated, re-homing in simulation, 1,000 addresses, ten nodes.
+//! saturated, re-homing in simulation, 1,000 addresses, ten nodes, two
+//! nodes.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -12,9 +13,10 @@ use fechter_linux::lab::{self, Lab};
 
 use crate::e2e_support::{Cluster, Sampler, guard_child, poll};
 use crate::fechter_subject::{Fechter, agent_args, client_is_gateway};
+use crate::keepalived::Keepalived;
 use crate::measure::usage;
 use crate::subject::{Fault, Subject, vip};
-use crate::{Options, run_faults, stats};
+use crate::{Options, print_table, run_faults, stats, stopping};
 
 /// The fast profile shipped in `dist/profiles/fast.toml`.
 pub fn fast_profile() -> Result<PathBuf, String> {
@@ -124,7 +126,7 @@ pub fn saturated(f: &mut Fechter, span: Duration) -> String {
     )
 }
 
-/// The extra sections: simulation, 1,000 addresses, ten nodes.
+/// The extra sections: simulation, 1,000 addresses, ten nodes, two nodes.
 pub fn extra(opts: &Options, saturated_rows: &[String]) {
     if !saturated_rows.is_empty() {
         println!();
@@ -149,6 +151,52 @@ pub fn extra(opts: &Options, saturated_rows: &[String]) {
     }
     if opts.wants_row("ten") {
         ten(opts);
+    }
+    if opts.wants_row("pairs") && !stopping() {
+        pairs(opts);
+    }
+}
+
+/// The faults of the two-node section.
+const PAIR_FAULTS: [Fault; 4] = [
+    Fault::MachineDeath,
+    Fault::Sigterm,
+    Fault::Down,
+    Fault::Partition,
+];
+
+/// Two-node clusters: fechter with and without `--gateway` (when `fechter`
+/// is among the subjects), keepalived at `advert_int` 0.01 s (when `ka0.01`
+/// is), each through [`PAIR_FAULTS`] `opts.trials` times.
+fn pairs(opts: &Options) {
+    const REFERENCE: &str = "fechter, 2 nodes";
+    let mut lines = Vec::new();
+    let mut broken = Vec::new();
+    if opts.wants_subject("fechter") {
+        for (label, gateway) in [(REFERENCE, true), ("fechter, 2 nodes, no gateway", false)] {
+            if stopping() {
+                break;
+            }
+            eprintln!("== {label}");
+            match Fechter::start_custom(label, 2, None, gateway) {
+                Ok(mut f) => lines.extend(run_faults(&mut f, &PAIR_FAULTS, opts.trials)),
+                Err(e) => broken.push(format!("{label}: cannot start: {e}")),
+            }
+        }
+    }
+    if opts.wants_subject("ka0.01") && !stopping() {
+        eprintln!("== ka0.01, 2 nodes");
+        match Keepalived::start_sized(Duration::from_millis(10), 2) {
+            Ok(mut k) => lines.extend(run_faults(&mut k, &PAIR_FAULTS, opts.trials)),
+            Err(e) => broken.push(format!("keepalived 0.01 s, 2 nodes: cannot start: {e}")),
+        }
+    }
+    println!();
+    println!("## Two nodes (ms; median over trials)");
+    println!();
+    print_table(&lines, &PAIR_FAULTS, REFERENCE);
+    for b in broken {
+        println!("\n{b}");
     }
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use fechter_linux::lab::Lab;
 
-/// The faults of issue 7, each applied to the node that holds the address.
+/// The faults of issue 7, each applied to the node that holds the address;
+/// the double faults also hit the next node ([`Fault::victims`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// The holder's link goes down while its daemon is frozen (SIGSTOP).
@@ -24,10 +25,16 @@ pub enum Fault {
     GatewayLoss,
     /// The holder's port is taken off the bridge; link and carrier stay up.
     Partition,
+    /// The daemons of the holder and of the next node are killed with
+    /// SIGKILL at once (both machines stay up).
+    TwoKilled,
+    /// Two machines die at once, the holder and the next node: each daemon
+    /// frozen (SIGSTOP), each link down.
+    TwoDead,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 9] = [
         Fault::MachineDeath,
         Fault::Sigkill,
         Fault::Sigterm,
@@ -35,6 +42,8 @@ impl Fault {
         Fault::CarrierLoss,
         Fault::GatewayLoss,
         Fault::Partition,
+        Fault::TwoKilled,
+        Fault::TwoDead,
     ];
 
     /// The name used on the command line and in the table.
@@ -47,11 +56,35 @@ impl Fault {
             Fault::CarrierLoss => "carrier-loss",
             Fault::GatewayLoss => "gateway-loss",
             Fault::Partition => "partition",
+            Fault::TwoKilled => "two-killed",
+            Fault::TwoDead => "two-dead",
         }
     }
 
     pub fn parse(s: &str) -> Option<Fault> {
         Fault::ALL.into_iter().find(|f| f.name() == s)
+    }
+
+    /// The nodes `self` hits when `holder` holds the address in a lab of
+    /// `nodes`: the holder, and for the double faults also the next node
+    /// (`(holder + 1) % nodes`, so that the choice is deterministic).
+    pub fn victims(self, holder: usize, nodes: usize) -> Vec<usize> {
+        let next = (holder + 1) % nodes.max(1);
+        match self {
+            Fault::TwoKilled | Fault::TwoDead if next != holder => vec![holder, next],
+            _ => vec![holder],
+        }
+    }
+
+    /// Whether the victims are cut off from the segment (link or carrier
+    /// down): a copy of the address their kernels keep reaches nobody, so
+    /// the two-holders figure leaves them out. A killed daemon's machine
+    /// still answers with its copy, which counts.
+    pub fn cuts_off(self) -> bool {
+        matches!(
+            self,
+            Fault::MachineDeath | Fault::CarrierLoss | Fault::TwoDead
+        )
     }
 }
 
@@ -78,10 +111,12 @@ pub trait Subject {
     /// Waits until the address is served by exactly one node (kernel),
     /// every daemon runs and the cluster is calm; returns that node.
     fn settle(&mut self) -> Result<usize, String>;
-    /// Applies `fault` to `node` (the holder) and returns at once.
+    /// Applies `fault` to `node` (the holder; for the double faults also to
+    /// the other node of [`Fault::victims`]) and returns at once.
     fn inject(&mut self, fault: Fault, node: usize) -> Result<(), String>;
-    /// Undoes `fault` on `node`: link, carrier, route and bridge restored,
-    /// daemons running again (restarted if they were killed or stopped).
+    /// Undoes `fault` on `node` (and the other victim of a double fault):
+    /// link, carrier, route and bridge restored, daemons running again
+    /// (restarted if they were killed or stopped).
     fn repair(&mut self, fault: Fault, node: usize) -> Result<(), String>;
     /// How long to watch after `inject` for the address to move and for
     /// any double holding to end (at least the failover time plus margin).
