@@ -34,6 +34,9 @@ _fechter() {
             fechter,events)
                 cmd="fechter__subcmd__events"
                 ;;
+            fechter,forget)
+                cmd="fechter__subcmd__forget"
+                ;;
             fechter,keygen)
                 cmd="fechter__subcmd__keygen"
                 ;;
@@ -62,7 +65,7 @@ _fechter() {
 
     case "${cmd}" in
         fechter)
-            opts="-h -V --help --version agent add-address remove-address up down status members events demo reload check-config keygen plan"
+            opts="-h -V --help --version agent add-address remove-address up down forget status members events demo reload check-config keygen plan"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -199,6 +202,24 @@ _fechter() {
             ;;
         fechter__subcmd__events)
             opts="-h -V --follow --json --control-socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --control-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        fechter__subcmd__forget)
+            opts="-h -V --control-socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -31,6 +31,7 @@ complete -c fechter -n "__fish_fechter_needs_command" -f -a "add-address" -d 'Ad
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "remove-address" -d 'Stop assigning an address; its holder releases it (it is kept as do-not-assign)'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "up" -d 'Mark this machine up: it may receive addresses (a node starts down)'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "down" -d 'Mark this machine down: its addresses are handed to the others first'
+complete -c fechter -n "__fish_fechter_needs_command" -f -a "forget" -d 'Forget a machine that is gone for good: its record and its vote'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "status" -d 'Show where every address is, and the cluster\'s members'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "members" -d 'Show the cluster\'s members: liveness, admin status, eligibility'
 complete -c fechter -n "__fish_fechter_needs_command" -f -a "events" -d 'Show this node\'s history: addresses acquired and released (and why), takeovers, members, leader, health checks, quorum'
@@ -67,6 +68,9 @@ complete -c fechter -n "__fish_fechter_using_subcommand up" -s V -l version -d '
 complete -c fechter -n "__fish_fechter_using_subcommand down" -l control-socket -d 'The agent\'s control socket' -r -F
 complete -c fechter -n "__fish_fechter_using_subcommand down" -s h -l help -d 'Print help'
 complete -c fechter -n "__fish_fechter_using_subcommand down" -s V -l version -d 'Print version'
+complete -c fechter -n "__fish_fechter_using_subcommand forget" -l control-socket -d 'The agent\'s control socket' -r -F
+complete -c fechter -n "__fish_fechter_using_subcommand forget" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c fechter -n "__fish_fechter_using_subcommand forget" -s V -l version -d 'Print version'
 complete -c fechter -n "__fish_fechter_using_subcommand status" -l control-socket -d 'The agent\'s control socket' -r -F
 complete -c fechter -n "__fish_fechter_using_subcommand status" -l json -d 'Print JSON instead of the table'
 complete -c fechter -n "__fish_fechter_using_subcommand status" -s h -l help -d 'Print help'

@@ -411,9 +411,10 @@ impl Duty {
             force,
         } = input;
         let is_alive = |id: &NodeId| id == me || alive.contains(id);
+        // Forgotten nodes (`fechter forget`) count for nothing: they never
+        // lead, are never eligible, and are not listed as ineligible.
         let view: Vec<Candidate> = replica
-            .nodes
-            .values()
+            .counted_nodes()
             .map(|r| Candidate {
                 id: r.id.clone(),
                 alive: is_alive(&r.id),
@@ -432,8 +433,11 @@ impl Duty {
 
         // Maturity, as this node observes it.
         for r in replica.nodes.values() {
-            let candidate =
-                is_alive(&r.id) && r.admin == Admin::Up && r.unhealthy.is_empty() && !r.leaving;
+            let candidate = !r.forgotten
+                && is_alive(&r.id)
+                && r.admin == Admin::Up
+                && r.unhealthy.is_empty()
+                && !r.leaving;
             if candidate {
                 self.candidate_since.entry(r.id.clone()).or_insert(now);
             } else {
@@ -445,8 +449,7 @@ impl Duty {
 
         let previous = &self.effective;
         let views: Vec<NodeView<'_>> = replica
-            .nodes
-            .values()
+            .counted_nodes()
             .map(|r| NodeView {
                 record: r,
                 alive: is_alive(&r.id),

@@ -229,10 +229,12 @@ pub struct EngineConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Quorum {
-    /// A node holds addresses only while it hears (heartbeats) a strict
-    /// majority of the nodes it knows, itself included. In a two-node
-    /// cluster a node alone keeps quorum while its gateway answers (see
-    /// [`Engine::enable_witness`]), or when no gateway is configured.
+    /// A node leads and serves freely only while it hears (heartbeats) a
+    /// strict majority of the nodes it counts, itself included; without
+    /// one it serves as a minority (only what the wire shows free) while
+    /// its segment shows life, and holds nothing otherwise (see
+    /// [`crate::standing`]). In a two-node cluster a node alone keeps
+    /// quorum while its gateway answers (see [`Engine::enable_witness`]).
     #[default]
     Majority,
     /// No quorum: every side of a partition serves (duplicates possible).
@@ -283,6 +285,21 @@ pub enum Event {
     ProbeWitness,
 }
 
+/// Why [`Engine::forget`] refused. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForgetError {
+    #[error("{0} is not a node of this cluster; `fechter members` lists them")]
+    Unknown(NodeId),
+    #[error(
+        "{0} is this node; run `fechter forget {0}` on another node after stopping this one for good"
+    )]
+    Myself(NodeId),
+    #[error(
+        "{0} is alive (this node hears it); stop it for good first, then forget it once it is dead here"
+    )]
+    Alive(NodeId),
+}
+
 /// Dropped packets, by reason. Drops never change state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineDrops {
@@ -323,11 +340,16 @@ impl Invalidates for ItemKey {
 
 /// Shared between the engine and foca's broadcast handler (foca owns the
 /// handler and gives no access to it).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
+    me: NodeId,
     replica: Replica,
     changed: bool,
     hlc: Hlc,
+    /// This node's own record, written again after a tombstone of it
+    /// arrived (`fechter forget` on a node that did not hear this one):
+    /// to be applied and disseminated (by `Engine::settle`).
+    refuted: Option<NodeRecord>,
 }
 
 impl Shared {
@@ -337,9 +359,33 @@ impl Shared {
             // later local write wins over it.
             self.hlc = self.hlc.max(e.stamp.hlc);
         }
+        let own_tombstone = match &item {
+            Item::Node(r) if r.id == self.me && r.forgotten => {
+                self.replica.nodes.get(&self.me).cloned()
+            }
+            _ => None,
+        };
         let changed = self.replica.apply(item);
         self.changed |= changed;
+        if changed && let Some(before) = own_tombstone {
+            self.refute(before);
+        }
         changed
+    }
+
+    /// This node was forgotten while it runs: it is not gone, so it writes
+    /// its record again in a higher incarnation than the tombstone's (as a
+    /// restart would), which replaces the tombstone everywhere.
+    fn refute(&mut self, before: NodeRecord) {
+        let tomb = &self.replica.nodes[&self.me];
+        // Applied when the engine broadcasts it (foca disseminates only
+        // what is news to this node).
+        self.refuted = Some(NodeRecord {
+            incarnation: tomb.incarnation.max(before.incarnation) + 1,
+            version: 0,
+            forgotten: false,
+            ..before
+        });
     }
 }
 
@@ -464,6 +510,7 @@ impl Engine {
             NodeRecord {
                 incarnation: me.incarnation,
                 version: 0,
+                forgotten: false,
                 ..own
             },
         );
@@ -474,9 +521,11 @@ impl Engine {
             .max_stamp()
             .map_or(Hlc::default(), |s| s.hlc);
         let shared = Rc::new(RefCell::new(Shared {
+            me: me.node.clone(),
             replica,
             changed: false,
             hlc,
+            refuted: None,
         }));
         let swim = Foca::with_custom_broadcast(
             me,
@@ -802,11 +851,51 @@ impl Engine {
             return rec;
         }
         rec.id = self.cfg.me.node.clone();
-        rec.incarnation = self.cfg.me.incarnation;
+        // Higher than the agent's own only after a refuted tombstone.
+        rec.incarnation = before.incarnation.max(self.cfg.me.incarnation);
+        rec.forgotten = false;
         rec.version = before.version + 1;
         self.broadcast(Item::Node(rec.clone()));
         self.settle(now);
         rec
+    }
+
+    /// Forgets `node`, a machine gone for good (operator command, `fechter
+    /// forget`): a [`NodeRecord::tombstone`] of its current incarnation is
+    /// applied and disseminated, after which no node counts it toward the
+    /// majority, and it is never eligible and never leads. A node that
+    /// starts again (a higher incarnation) replaces the tombstone and counts
+    /// again; a running node that did not hear of it in time refutes it the
+    /// same way.
+    ///
+    /// Refused, changing nothing, when `node` is not a node this one knows
+    /// ([`ForgetError::Unknown`]), is this node ([`ForgetError::Myself`]),
+    /// or is alive here: a SWIM member, or heard within the heartbeat
+    /// timeout ([`ForgetError::Alive`]). Forgetting a node already
+    /// forgotten changes nothing and succeeds.
+    ///
+    /// Forgetting lowers the majority: a node that does not hear the others
+    /// (a minority) and forgets them becomes quorate on its own. The wire
+    /// still keeps it from installing what another machine answers for.
+    pub fn forget(&mut self, now: Now, node: &NodeId) -> Result<(), ForgetError> {
+        if *node == self.cfg.me.node {
+            return Err(ForgetError::Myself(node.clone()));
+        }
+        let Some(rec) = self.replica().nodes.get(node).cloned() else {
+            return Err(ForgetError::Unknown(node.clone()));
+        };
+        if self.live_peers(now).contains_key(node) {
+            return Err(ForgetError::Alive(node.clone()));
+        }
+        if rec.forgotten {
+            return Ok(());
+        }
+        self.broadcast(Item::Node(NodeRecord::tombstone(
+            node.clone(),
+            rec.incarnation,
+        )));
+        self.settle(now);
+        Ok(())
     }
 
     /// Leaves the cluster gracefully (members see us down at once).
@@ -862,6 +951,10 @@ impl Engine {
     /// After every input: report state changes, let the leader decide, and
     /// recompute what this node acts on.
     fn settle(&mut self, now: Now) {
+        let refuted = self.shared.borrow_mut().refuted.take();
+        if let Some(rec) = refuted {
+            self.broadcast(Item::Node(rec));
+        }
         let changed = std::mem::take(&mut self.shared.borrow_mut().changed);
         if changed {
             self.events.push_back(Event::StateChanged);

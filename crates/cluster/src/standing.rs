@@ -6,7 +6,8 @@
 //! as [`Change`]s, so the engine reports exactly what changed.
 //!
 //! - **Quorate**: hears (heartbeats) a strict majority of the nodes it
-//!   counts (itself included; nodes that left gracefully do not count).
+//!   counts (itself included; nodes that left gracefully and nodes the
+//!   operator forgot, `fechter forget`, do not count).
 //! - **Minority**: hears no majority for `fence_after`, but frames arrived
 //!   on its segment *after* the majority fell silent: the segment is there,
 //!   only the cluster is not. It keeps serving what it holds and may take
@@ -161,7 +162,8 @@ impl Standing {
     }
 
     /// When this node last heard a strict majority of the nodes it counts
-    /// (itself included; nodes that left gracefully are not counted): the
+    /// (itself included; nodes that left gracefully or were forgotten are
+    /// not counted): the
     /// latest instant at which enough peers had sent a heartbeat. `now` when
     /// no peer is needed.
     pub fn majority_heard_at(&self, input: &Input<'_>) -> Option<Instant> {
@@ -172,7 +174,7 @@ impl Standing {
         let counted: Vec<&NodeId> = input
             .nodes
             .values()
-            .filter(|r| &r.id == me || !r.leaving)
+            .filter(|r| &r.id == me || (!r.leaving && !r.forgotten))
             .map(|r| &r.id)
             .collect();
         let known = counted.len().max(1);
@@ -322,7 +324,7 @@ impl Standing {
         let counted: Vec<&NodeRecord> = input
             .nodes
             .values()
-            .filter(|r| &r.id == me || !r.leaving)
+            .filter(|r| &r.id == me || (!r.leaving && !r.forgotten))
             .collect();
         if counted.len() != 2 {
             return false;

@@ -167,6 +167,44 @@ fn a_node_that_left_gracefully_does_not_count_toward_the_majority() {
 }
 
 #[test]
+fn forgotten_nodes_do_not_count_toward_the_majority() {
+    // Five nodes, n3 and n4 gone for good: hearing only n1, n0 is two of
+    // five, a minority (frames still come).
+    let mut v = View::new(5);
+    let mut s = settled(&mut v, &[1, 2]);
+    assert_eq!(run(&mut v, &mut s, 4, &[1], 1), vec![Change::Minority]);
+    // Forgotten, they count for nothing: two of three is a majority.
+    for n in ["n3", "n4"] {
+        let id = NodeId::new(n);
+        v.nodes.insert(id.clone(), NodeRecord::tombstone(id, 1));
+    }
+    assert_eq!(run(&mut v, &mut s, 1, &[1], 1), vec![Change::Quorate]);
+    assert!(run(&mut v, &mut s, 50, &[1], 0).is_empty());
+    // A node that comes back (a higher incarnation) counts again: two of
+    // five once more (n2 has been silent for long: fenced at once, then a
+    // minority on the frames that follow).
+    let n4 = NodeId::new("n4");
+    v.nodes.insert(n4.clone(), NodeRecord::new(n4, 2));
+    let changes = run(&mut v, &mut s, 4, &[1], 1);
+    assert_eq!(changes.first(), Some(&Change::Fenced), "{changes:?}");
+    assert_eq!(s.kind(), Kind::Minority);
+}
+
+#[test]
+fn a_forgotten_third_node_leaves_a_two_node_cluster_with_its_witness() {
+    let mut v = View::new(3);
+    let mut s = settled(&mut v, &[1, 2]);
+    s.witness.configured = true;
+    // Three counted nodes: no witness.
+    v.now += I * 4;
+    assert!(!s.wants_witness(&v.input()));
+    let n2 = NodeId::new("n2");
+    v.nodes.insert(n2.clone(), NodeRecord::tombstone(n2, 1));
+    // Two counted nodes, the peer silent: probe the gateway.
+    assert!(s.wants_witness(&v.input()));
+}
+
+#[test]
 fn two_nodes_without_a_gateway_need_the_peer() {
     let mut v = View::new(2);
     let mut s = settled(&mut v, &[1]);

@@ -40,7 +40,7 @@ pub struct Eligibility {
 /// Decides which nodes may hold addresses.
 ///
 /// A node is eligible when it is alive, admin up, not leaving, not
-/// suspected, healthy, and either mature or already holding an address in
+/// forgotten, not suspected, healthy, and either mature or already holding an address in
 /// `previous` (a node that serves now is not made to wait, e.g. after a
 /// leader change). If no alive, up node is healthy, the cluster is
 /// *fail-static*: the unhealthy up nodes stay eligible so that addresses stay
@@ -62,6 +62,9 @@ pub fn eligibility(nodes: &[NodeView<'_>], previous: &Allocation) -> Eligibility
         }
         if v.record.leaving {
             why.push("leaving".to_string());
+        }
+        if v.record.forgotten {
+            why.push("forgotten".to_string());
         }
         if v.suspected {
             why.push("unheard by its standby".to_string());

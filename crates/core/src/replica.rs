@@ -6,7 +6,7 @@
 //!
 //! | part | written by | merge rule |
 //! |---|---|---|
-//! | [`NodeRecord`] per node | that node only | higher `(incarnation, version)` wins |
+//! | [`NodeRecord`] per node | that node (and any node's [`NodeRecord::tombstone`]) | higher `(incarnation, version)` wins |
 //! | [`AddressList`] | any node (CLI) | last writer wins by HLC [`crate::state::Stamp`] |
 //! | [`Table`] | the leader | [`crate::leader::prefer`]: higher term, then lower leader tie key, then higher version |
 
@@ -55,6 +55,12 @@ pub struct NodeRecord {
     /// the addresses on them.
     #[serde(default)]
     pub iface_trouble: BTreeMap<String, String>,
+    /// Forgotten by the operator (`fechter forget`): the machine is gone for
+    /// good. Set only in a [`NodeRecord::tombstone`], which any node may
+    /// write; a forgotten node counts for nothing (no vote, never eligible,
+    /// never leads) until it starts again with a higher incarnation.
+    #[serde(default)]
+    pub forgotten: bool,
 }
 
 impl NodeRecord {
@@ -69,19 +75,40 @@ impl NodeRecord {
             priority: 0,
             leaving: false,
             iface_trouble: BTreeMap::new(),
+            forgotten: false,
         }
+    }
+
+    /// The record that forgets node `id` in `incarnation`: version
+    /// `u64::MAX`, so it wins over everything that incarnation wrote, and a
+    /// fixed content (admin down, healthy, priority 0), so that tombstones
+    /// written by different nodes are the same item. A node that starts
+    /// again has a higher incarnation and replaces it.
+    pub fn tombstone(id: NodeId, incarnation: u64) -> Self {
+        NodeRecord {
+            version: u64::MAX,
+            forgotten: true,
+            ..NodeRecord::new(id, incarnation)
+        }
+    }
+
+    /// Whether the operator forgot this node (see [`NodeRecord::tombstone`]):
+    /// it counts for nothing.
+    pub fn is_forgotten(&self) -> bool {
+        self.forgotten
     }
 
     /// The merge order: incarnation, then version, then (only for two
     /// different records claiming the same version, which a correct node
-    /// never writes) the record's content, so that every replica still
-    /// picks the same one.
+    /// never writes) a tombstone first, then the record's content, so that
+    /// every replica still picks the same one.
     #[allow(clippy::type_complexity)]
     fn rank(
         &self,
     ) -> (
         u64,
         u64,
+        bool,
         Admin,
         &[String],
         u8,
@@ -91,6 +118,7 @@ impl NodeRecord {
         (
             self.incarnation,
             self.version,
+            self.forgotten,
             self.admin,
             &self.unhealthy,
             self.priority,
@@ -170,6 +198,12 @@ impl Replica {
         }
     }
 
+    /// The node records that count (quorum, eligibility, leadership,
+    /// status): every record but the forgotten ones.
+    pub fn counted_nodes(&self) -> impl Iterator<Item = &NodeRecord> + '_ {
+        self.nodes.values().filter(|r| !r.forgotten)
+    }
+
     /// Merges a whole replica; returns whether anything changed.
     pub fn merge(&mut self, other: &Replica) -> bool {
         let mut changed = false;
@@ -200,6 +234,7 @@ impl Replica {
             nodes.push(r.admin as u8);
             nodes.push(r.priority);
             nodes.push(u8::from(r.leaving));
+            nodes.push(u8::from(r.forgotten));
             for (i, why) in &r.iface_trouble {
                 nodes.extend_from_slice(i.as_bytes());
                 nodes.push(0);
@@ -286,6 +321,20 @@ mod tests {
                 v,
                 up
             )),
+            // Tombstones (`fechter forget`), and forgotten records at an
+            // ordinary version (never written, but they must merge too).
+            (0..3u8, 0..3u64, 0..3u64, any::<bool>()).prop_map(|(n, i, v, tomb)| {
+                let id = NodeId::new(format!("n{n}"));
+                Item::Node(if tomb {
+                    NodeRecord::tombstone(id, i)
+                } else {
+                    NodeRecord {
+                        version: v,
+                        forgotten: true,
+                        ..NodeRecord::new(id, i)
+                    }
+                })
+            }),
             (0..4u8, 0..4u64, 0..2u8, any::<bool>()).prop_map(|(i, t, o, r)| addr(
                 i,
                 t * 10,

@@ -52,6 +52,19 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Forget a machine that is gone for good: its record and its vote.
+    ///
+    /// Every node counts every machine it ever knew toward the majority, the
+    /// dead ones too. Run on any one node, this spreads to all: NODE no
+    /// longer counts, is not listed, and never receives addresses. Refused for this machine, for an unknown node and for a
+    /// node this machine still hears. If NODE ever starts again, it comes
+    /// back by itself.
+    Forget {
+        /// The node id of the dead machine, as `fechter members` lists it.
+        node: NodeId,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Show where every address is, and the cluster's members.
     Status {
         /// Print JSON instead of the table.

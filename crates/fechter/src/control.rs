@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fechter_core::AddrSpec;
+use fechter_core::{AddrSpec, NodeId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +31,11 @@ pub enum Request {
     /// Re-read the config file (`fechter reload`, SIGHUP): live changes
     /// apply, restart-only changes are refused, a bad file changes nothing.
     Reload,
+    /// Forget a machine gone for good (`fechter forget`): its record and
+    /// its vote. Refused for this node, an unknown node or a live one.
+    Forget {
+        node: NodeId,
+    },
 }
 
 /// The answer to `status`: this node's view of the cluster.
@@ -39,7 +44,7 @@ pub struct StatusReport {
     /// The node that answered.
     pub node: String,
     pub leader: Option<String>,
-    /// Every node this one knows, itself included.
+    /// Every node this one knows, itself included (not the forgotten ones).
     pub members: Vec<MemberStatus>,
     /// Every managed address, in the order they were added.
     pub addresses: Vec<AddressStatus>,

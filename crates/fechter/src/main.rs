@@ -73,6 +73,14 @@ fn run(cli: Cli) -> Result<(), String> {
         )),
         Command::Up { socket } => expect_ok(control::call(&socket.path, &Request::Up)),
         Command::Down { socket } => expect_ok(control::call(&socket.path, &Request::Down)),
+        Command::Forget { node, socket } => {
+            expect_ok(control::call(
+                &socket.path,
+                &Request::Forget { node: node.clone() },
+            ))?;
+            println!("forgot {node}: it no longer counts toward the majority");
+            Ok(())
+        }
         Command::Status { json, socket } => {
             let report = status(&socket.path)?;
             if json {

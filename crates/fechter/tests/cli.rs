@@ -25,6 +25,7 @@ fn commands_that_need_an_agent_name_the_socket_when_there_is_none() {
         vec!["down"],
         vec!["add-address", "eth0:198.18.0.10/24"],
         vec!["remove-address", "eth0:198.18.0.10/24"],
+        vec!["forget", "n2"],
     ] {
         let mut a = args.clone();
         a.extend(["--control-socket", sock]);

@@ -795,3 +795,29 @@ fn the_new_holder_announces_again_when_a_partition_heals() {
         );
     }
 }
+
+#[test]
+fn forget_is_refused_for_a_live_node_and_removes_a_dead_one_from_every_status() {
+    let mut c = formed(SEEDS[0]);
+    let n1 = fechter_core::NodeId::new("n1");
+    match c.call("n0", Request::Forget { node: n1 }) {
+        Response::Error { error } => assert!(
+            error.contains("n1 is alive") && error.contains("nothing changed"),
+            "{error}"
+        ),
+        r => panic!("forgetting a live node: {r:?}"),
+    }
+    c.crash("n2");
+    c.wait_for("n0 sees n2 dead", Duration::from_secs(5), |c| {
+        all_see(c, &["n0"], &["n0", "n1"], &["n2"])
+    });
+    c.run_for(Duration::from_millis(200));
+    let n2 = fechter_core::NodeId::new("n2");
+    c.ok("n0", Request::Forget { node: n2 });
+    c.wait_for("n2 is listed nowhere", Duration::from_secs(5), |c| {
+        ["n0", "n1"]
+            .iter()
+            .all(|n| c.status(n).members.iter().all(|m| m.id != "n2"))
+    });
+    assert!(all_see(&mut c, &["n0", "n1"], &["n0", "n1"], &[]));
+}

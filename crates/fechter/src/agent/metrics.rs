@@ -196,7 +196,7 @@ impl Metrics {
         let (mut alive, mut dead) = (0, 0);
         {
             let r = engine.replica();
-            for n in r.nodes.keys() {
+            for n in r.counted_nodes().map(|n| &n.id) {
                 if n == me || engine.members().contains_key(n) {
                     alive += 1;
                 } else {

@@ -801,8 +801,22 @@ impl Shell {
         self.installed = installed;
         self.wire_settled();
         self.engine.confirm_installed(now, &self.installed);
-        self.last_alloc = alloc;
-        self.took_over.clear();
+        // What still waits on the wire keeps its previous placement and the
+        // takeover it came from: the reason it is acquired later.
+        let mut next = alloc;
+        for s in &self.wire.base {
+            if let Some(p) = self.last_alloc.placements.get(s) {
+                next.placements.insert(s.clone(), p.clone());
+            }
+        }
+        let pending_from: BTreeSet<NodeId> = self
+            .wire
+            .base
+            .iter()
+            .filter_map(|s| next.placements.get(s).map(|p| p.holder.clone()))
+            .collect();
+        self.last_alloc = next;
+        self.took_over.retain(|h| pending_from.contains(h));
         self.refresh_metrics();
         Ok(())
     }
@@ -988,6 +1002,10 @@ impl Shell {
                 self.engine.update_own(now, |r| r.admin = Admin::Up);
                 Ok(())
             }
+            Request::Forget { node } => self
+                .engine
+                .forget(now, &node)
+                .map_err(|e| format!("{e}; nothing changed")),
             Request::Down => {
                 self.engine.update_own(now, |r| r.admin = Admin::Down);
                 Ok(())
@@ -1024,9 +1042,9 @@ impl Shell {
         let me = &self.engine.id().node;
         let alive = |id: &NodeId| id == me || self.engine.members().contains_key(id);
         let el = self.engine.eligibility();
+        // Forgotten nodes (`fechter forget`) are not members any more.
         let members = r
-            .nodes
-            .values()
+            .counted_nodes()
             .map(|n| MemberStatus {
                 id: n.id.to_string(),
                 liveness: if alive(&n.id) { "alive" } else { "dead" }.into(),

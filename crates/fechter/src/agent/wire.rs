@@ -29,6 +29,9 @@ pub(super) struct WireState {
     pub listen_v4: Option<Ipv4Addr>,
     pub gateway_v4: Option<Ipv4Addr>,
     pub peers_v4: BTreeSet<Ipv4Addr>,
+    /// When a minority last probed the addresses it holds (to find a
+    /// duplicate that announces nothing).
+    pub self_probed: Option<std::time::Instant>,
 }
 
 impl WireState {
@@ -43,9 +46,13 @@ impl WireState {
             listen_v4: v4(listen),
             gateway_v4: gateway.and_then(v4),
             peers_v4: BTreeSet::new(),
+            self_probed: None,
         }
     }
 }
+
+/// How often a minority probes the addresses it holds.
+const SELF_PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// What the wire told the shell on one tick.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -123,11 +130,41 @@ impl Shell {
                 tracing::debug!(address = %spec, "cannot probe: {e}");
             }
         }
+        self.probe_held(platform, now);
         let free = self.wire.lock.newly_free(now.at);
         if free {
             tracing::debug!("an address is free on the wire");
         }
         WireTick { free }
+    }
+
+    /// A minority probes what it holds every 500 ms (32 addresses at most
+    /// per round): another machine's answer is a conflict, which it yields
+    /// (the majority's copy may announce nothing this node would hear).
+    fn probe_held<P: Platform>(&mut self, platform: &mut P, now: Now) {
+        if self.engine.standing() != Standing::Minority
+            || self
+                .wire
+                .self_probed
+                .is_some_and(|t| now.at.saturating_duration_since(t) < SELF_PROBE_EVERY)
+        {
+            return;
+        }
+        self.wire.self_probed = Some(now.at);
+        let me = self.engine.id().node.clone();
+        let alloc = self.engine.allocation();
+        let held: Vec<AddrSpec> = self
+            .installed
+            .iter()
+            .filter(|s| alloc.placements.get(*s).is_some_and(|p| p.holder == me))
+            .take(32)
+            .cloned()
+            .collect();
+        for spec in held {
+            if let Err(e) = platform.wire_probe(&spec) {
+                tracing::debug!(address = %spec, "cannot probe: {e}");
+            }
+        }
     }
 
     /// The addresses a plan may not install yet, and (as the base of the
