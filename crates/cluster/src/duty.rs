@@ -237,6 +237,21 @@ impl Duty {
         live: &BTreeSet<NodeId>,
         usable: impl Fn(&NodeId, &AddrSpec) -> bool,
     ) -> bool {
+        let eff = self.minority_view(replica, live, usable);
+        self.settled_on = None;
+        self.implicit.clear();
+        let changed = eff != self.effective;
+        self.effective = eff;
+        changed
+    }
+
+    /// What [`Duty::refresh_minority`] would act on with `live` heard.
+    pub fn minority_view(
+        &self,
+        replica: &Replica,
+        live: &BTreeSet<NodeId>,
+        usable: impl Fn(&NodeId, &AddrSpec) -> bool,
+    ) -> Allocation {
         let base = replica
             .table
             .as_ref()
@@ -250,12 +265,7 @@ impl Duty {
             .map(|(_, spec)| spec)
             .filter(|s| !base.placements.contains_key(s))
             .collect();
-        let eff = fechter_core::claim::orphans_to_live(&base, unplaced, live, usable);
-        self.settled_on = None;
-        self.implicit.clear();
-        let changed = eff != self.effective;
-        self.effective = eff;
-        changed
+        fechter_core::claim::orphans_to_live(&base, unplaced, live, usable)
     }
 
     /// Forgets the allocation this node acted on (after serving as a

@@ -1314,21 +1314,52 @@ impl Engine {
             .collect()
     }
 
-    /// Addresses this node is about to take as standby: their holder has been
-    /// silent for half the takeover timeout. The shell probes them early
+    /// Addresses this node is about to take: as standby, their holder has
+    /// been silent for half the takeover timeout; without a majority, what
+    /// it would take as a minority from the nodes silent that long. The shell probes them early
     /// (the wire as the lock), so that the probe window does not delay the
     /// takeover.
     pub fn soon_taken(&self, now: Now) -> Vec<AddrSpec> {
         if self.standing.fenced() {
             return Vec::new();
         }
-        let silent = self
-            .duty
-            .silent_watched(now.at, self.cfg.timings.heartbeat_timeout / 2);
+        let half = self.cfg.timings.heartbeat_timeout / 2;
+        let me = &self.cfg.me.node;
+        if !self.standing.quorate() || self.wants_segment(now) {
+            // No majority (or it is late): what this node would take as a
+            // minority once the silent are unheard for the whole timeout
+            // (orphans whose standby is silent too included).
+            let live: BTreeSet<NodeId> = self
+                .duty
+                .last_heard
+                .iter()
+                .filter(|(_, t)| now.at.saturating_duration_since(**t) <= half)
+                .map(|(n, _)| n.clone())
+                .chain([me.clone()])
+                .collect();
+            let s = self.shared.borrow();
+            let nodes = &s.replica.nodes;
+            let view = self
+                .duty
+                .minority_view(&s.replica, &live, |n, spec| serves(nodes.get(n), spec));
+            let now_mine = &self.duty.effective;
+            return view
+                .placements
+                .into_iter()
+                .filter(|(spec, p)| {
+                    &p.holder == me
+                        && now_mine
+                            .placements
+                            .get(spec)
+                            .is_none_or(|q| &q.holder != me)
+                })
+                .map(|(spec, _)| spec)
+                .collect();
+        }
+        let silent = self.duty.silent_watched(now.at, half);
         if silent.is_empty() {
             return Vec::new();
         }
-        let me = &self.cfg.me.node;
         let s = self.shared.borrow();
         let Some(t) = s.replica.table.as_ref() else {
             return Vec::new();

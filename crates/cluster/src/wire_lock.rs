@@ -94,12 +94,21 @@ impl WireLock {
         }
     }
 
-    /// Probes exactly `specs` from now on (others are forgotten) and
+    /// Probes exactly `specs` from now on (others are forgotten once they
+    /// have not been probed for three intervals) and
     /// returns those to probe now: every heartbeat interval, or every 50 ms
     /// for an address another machine answers for; at most 32 a tick, the
     /// longest waiting first.
     pub fn want(&mut self, now: Instant, specs: &BTreeSet<AddrSpec>) -> Vec<AddrSpec> {
-        self.probing.retain(|s, _| specs.contains(s));
+        // An address out of the set for a tick or two (between the early
+        // probes of a standby and the plan that makes it holder) keeps what
+        // its probes showed.
+        let keep = self.every * 3;
+        self.probing.retain(|s, e| {
+            specs.contains(s)
+                || e.last_sent
+                    .is_some_and(|t| now.saturating_duration_since(t) < keep)
+        });
         let mut due: Vec<(Option<Instant>, AddrSpec)> = Vec::new();
         for s in specs {
             let e = self.probing.entry(s.clone()).or_default();

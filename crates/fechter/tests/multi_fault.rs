@@ -110,6 +110,9 @@ fn two_machines_die_the_last_one_standing_serves() {
          client outage {:?}",
         report.longest_gap()
     );
+    if std::env::var_os("FECHTER_E2E_VERBOSE").is_some() {
+        eprintln!("{}", c.agent(survivor).log_tail(30));
+    }
     assert!(served < SEC, "the survivor took {served:?}");
     // They come back: a majority again, one holder, nothing left behind.
     for n in [h, other] {
