@@ -10,11 +10,7 @@ use fechter_cluster::engine::{ForgetError, Timings};
 use fechter_cluster::sim::{Sim, addr_of};
 use fechter_core::claim::Standing;
 use fechter_core::replica::Admin;
-use fechter_core::{AddrSpec, NodeId};
-
-fn spec(i: u32) -> AddrSpec {
-    format!("eth0:198.18.0.{}/24", 10 + i).parse().unwrap()
-}
+use fechter_core::NodeId;
 
 fn id(s: &str) -> NodeId {
     NodeId::new(s)
@@ -22,29 +18,11 @@ fn id(s: &str) -> NodeId {
 
 /// A cluster of `n` up nodes holding `addrs` addresses, settled.
 fn serving(seed: u64, n: usize, addrs: u32) -> Sim {
-    let mut sim = Sim::cluster(seed, n, Timings::default());
-    sim.run_until_cond(Duration::from_secs(10), |s| {
-        s.converged_membership() && s.converged_state()
-    })
-    .expect("formed");
-    let now = sim.now();
-    for i in 0..addrs {
-        sim.engine_mut("n0").add_address(now, spec(i)).unwrap();
-    }
-    for i in 0..n {
-        let now = sim.now();
-        sim.engine_mut(&format!("n{i}"))
-            .update_own(now, |r| r.admin = Admin::Up);
-    }
-    sim.run_until_cond(Duration::from_secs(10), |s| settled(s, addrs as usize))
-        .expect("settled");
-    sim.run_for(Duration::from_secs(1));
-    sim
+    Sim::serving(seed, n, addrs, Timings::default())
 }
 
 fn settled(s: &Sim, n: usize) -> bool {
-    let h = s.holders();
-    h.len() == n && h.values().all(|v| v.len() == 1)
+    s.settled(n)
 }
 
 /// Crashes `dead` and runs until every node in `alive` neither has them as

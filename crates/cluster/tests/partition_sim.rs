@@ -23,29 +23,11 @@ fn id(s: &str) -> NodeId {
 
 /// A cluster of `n` up nodes holding `addrs` addresses, settled.
 fn serving(seed: u64, n: usize, addrs: u32) -> Sim {
-    let mut sim = Sim::cluster(seed, n, Timings::default());
-    sim.run_until_cond(Duration::from_secs(10), |s| {
-        s.converged_membership() && s.converged_state()
-    })
-    .expect("formed");
-    let now = sim.now();
-    for i in 0..addrs {
-        sim.engine_mut("n0").add_address(now, spec(i)).unwrap();
-    }
-    for i in 0..n {
-        let now = sim.now();
-        sim.engine_mut(&format!("n{i}"))
-            .update_own(now, |r| r.admin = Admin::Up);
-    }
-    sim.run_until_cond(Duration::from_secs(10), |s| settled(s, addrs as usize))
-        .expect("settled");
-    sim.run_for(Duration::from_secs(1));
-    sim
+    Sim::serving(seed, n, addrs, Timings::default())
 }
 
 fn settled(s: &Sim, n: usize) -> bool {
-    let h = s.holders();
-    h.len() == n && h.values().all(|v| v.len() == 1)
+    s.settled(n)
 }
 
 /// Runs, failing when an address is on machines of both sides of the
@@ -361,5 +343,47 @@ fn a_pair_without_a_gateway_survives_a_machine_death() {
         }
         assert!(took < Duration::from_millis(150), "{took:?}");
         assert_eq!(sim.engine(survivor).standing(), Standing::Minority);
+    }
+}
+
+#[test]
+fn a_fenced_survivor_serves_within_200_ms_of_a_majority_coming_back() {
+    // Nothing on the wire (no client): the survivor of a double crash is
+    // fenced. One of the dead restarts: from the moment the survivor hears
+    // it (a majority again), it serves its address again within 200 ms.
+    for seed in [41, 42] {
+        let mut sim = serving(seed, 3, 3);
+        sim.background = false;
+        sim.crash("n1");
+        sim.crash("n2");
+        sim.run_for(Duration::from_secs(2));
+        assert!(sim.engine("n0").fenced());
+        assert!(sim.nodes[&id("n0")].iface.is_empty());
+        let t0 = sim.now - sim.start;
+        sim.start("n1", addr_of(1), vec![addr_of(0)]);
+        run_strict(&mut sim, &[], Duration::from_secs(5), |s| {
+            !s.nodes[&id("n0")].iface.is_empty()
+        })
+        .expect("n0 serves again");
+        let served = sim.now - sim.start;
+        let joined = sim
+            .log
+            .iter()
+            .find(|(t, n, e)| {
+                *t >= t0
+                    && n.as_str() == "n0"
+                    && matches!(e, Event::MemberUp(m) if m.node == id("n1"))
+            })
+            .map(|(t, _, _)| *t)
+            .expect("n0 heard n1 join");
+        eprintln!(
+            "seed {seed}: n0 serves {:?} after n1 joined",
+            served - joined
+        );
+        assert!(
+            served - joined <= Duration::from_millis(200),
+            "{:?}",
+            served - joined
+        );
     }
 }

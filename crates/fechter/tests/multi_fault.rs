@@ -17,6 +17,15 @@ const A: &str = "eth0:198.18.0.60/24";
 
 const SEC: Duration = Duration::from_secs(1);
 
+/// The machines of `nodes` die: off the switch, agent frozen, link down.
+fn machines_die(c: &mut Cluster, nodes: &[usize]) {
+    for &n in nodes {
+        c.lab.detach(n).unwrap();
+        c.stop(n);
+        c.lab.set_link(n, false).unwrap();
+    }
+}
+
 /// The nodes other than `a` and `b`.
 fn the_other(a: usize, b: usize) -> usize {
     (0..3).find(|&n| n != a && n != b).expect("three nodes")
@@ -90,11 +99,7 @@ fn two_machines_die_the_last_one_standing_serves() {
     let survivor = the_other(h, other);
     let pinger = Pinger::start(&c.lab, ip);
     let t = Instant::now();
-    for n in [h, other] {
-        c.lab.detach(n).unwrap();
-        c.stop(n);
-        c.lab.set_link(n, false).unwrap();
-    }
+    machines_die(&mut c, &[h, other]);
     // (The frozen holder's kernel keeps its copy until the lease ends, but
     // nothing reaches it any more.)
     let served = poll(5 * SEC, Duration::from_millis(5), || {
@@ -126,6 +131,23 @@ fn two_machines_die_the_last_one_standing_serves() {
     c.finish();
 }
 
+/// Whether `nft` runs here (a failure under CI=true: scripts/setup
+/// installs it); else the test is skipped with the reason printed.
+fn have_nft(test: &str) -> bool {
+    let have = std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nft is missing (scripts/setup installs it)"
+        );
+        eprintln!("skipping {test}: `nft` not found (scripts/setup installs nftables)");
+    }
+    have
+}
+
 /// Runs `nft` in `ns`; panics with its output on failure.
 fn nft(c: &Cluster, ns: &str, args: &[&str]) {
     let out = c.lab.exec(ns, &[&["nft"][..], args].concat());
@@ -141,16 +163,7 @@ fn nft(c: &Cluster, ns: &str, args: &[&str]) {
 /// nothing: the client loses nothing and nothing moves while the cut lasts.
 #[test]
 fn the_cluster_port_cut_off_the_holder_moves_nothing() {
-    let have_nft = std::process::Command::new("nft")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_nft {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "nft is missing (scripts/setup installs it)"
-        );
-        eprintln!("skipping port_cut: `nft` not found (scripts/setup installs nftables)");
+    if !have_nft("port_cut") {
         return;
     }
     let Some((c, holders)) = Cluster::start_serving("port_cut", &[A]) else {
@@ -299,11 +312,7 @@ fn a_survivor_that_hears_nothing_holds_nothing_until_a_client_speaks() {
     let _ = c
         .lab
         .ip(&c.lab.client_ns(), &["neigh", "flush", "dev", "eth0"]);
-    for n in [h, other] {
-        c.lab.detach(n).unwrap();
-        c.stop(n);
-        c.lab.set_link(n, false).unwrap();
-    }
+    machines_die(&mut c, &[h, other]);
     let fenced = poll(5 * SEC, Duration::from_millis(20), || {
         c.try_status(survivor)
             .ok()?
@@ -338,16 +347,7 @@ fn a_survivor_that_hears_nothing_holds_nothing_until_a_client_speaks() {
 /// the standby has it, it keeps it.
 #[test]
 fn lost_arp_replies_cause_at_most_a_short_conflict_and_no_flapping() {
-    let have_nft = std::process::Command::new("nft")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_nft {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "nft is missing (scripts/setup installs it)"
-        );
-        eprintln!("skipping lost_replies: `nft` not found (scripts/setup installs nftables)");
+    if !have_nft("lost_replies") {
         return;
     }
     let Some((mut c, holders)) = Cluster::start_serving("lost_replies", &[A]) else {

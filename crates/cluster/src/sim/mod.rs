@@ -193,6 +193,39 @@ impl Sim {
         sim
     }
 
+    /// A formed cluster of `n` nodes serving `addrs` addresses
+    /// (`eth0:198.18.0.10/24` on), added on `n0`, every node up, settled
+    /// (each address on exactly one machine) and calm for a second.
+    pub fn serving(seed: u64, n: usize, addrs: u32, timings: Timings) -> Sim {
+        let mut sim = Sim::cluster(seed, n, timings);
+        sim.run_until_cond(Duration::from_secs(10), |s| {
+            s.converged_membership() && s.converged_state()
+        })
+        .expect("formed");
+        let now = sim.now();
+        for i in 0..addrs {
+            let spec: AddrSpec = format!("eth0:198.18.0.{}/24", 10 + i)
+                .parse()
+                .expect("valid");
+            sim.engine_mut("n0").add_address(now, spec).expect("added");
+        }
+        for i in 0..n {
+            let now = sim.now();
+            sim.engine_mut(&format!("n{i}"))
+                .update_own(now, |r| r.admin = fechter_core::replica::Admin::Up);
+        }
+        sim.run_until_cond(Duration::from_secs(10), |s| s.settled(addrs as usize))
+            .expect("settled");
+        sim.run_for(Duration::from_secs(1));
+        sim
+    }
+
+    /// Whether exactly `n` addresses are placed, each on one machine.
+    pub fn settled(&self, n: usize) -> bool {
+        let h = self.holders();
+        h.len() == n && h.values().all(|v| v.len() == 1)
+    }
+
     /// Stops a node abruptly (no goodbye). Returns its last replica (what
     /// it would have persisted).
     pub fn crash(&mut self, name: &str) -> Option<Replica> {

@@ -28,6 +28,7 @@ pub struct Metrics {
     registry: Registry,
     members: Family<Labels, Gauge>,
     addresses_held: Gauge,
+    addresses_waiting: Gauge,
     leader_term: Gauge,
     leader: Gauge,
     takeovers: Counter,
@@ -64,6 +65,7 @@ impl Metrics {
             registry: Registry::with_prefix("fechter"),
             members: Family::default(),
             addresses_held: Gauge::default(),
+            addresses_waiting: Gauge::default(),
             leader_term: Gauge::default(),
             leader: Gauge::default(),
             takeovers: Counter::default(),
@@ -94,6 +96,11 @@ impl Metrics {
             "addresses_held",
             "Addresses installed on this node",
             m.addresses_held.clone(),
+        );
+        r.register(
+            "addresses_waiting",
+            "Addresses this node should hold but has not installed: another machine answers for them on the wire, or probes are pending",
+            m.addresses_waiting.clone(),
         );
         r.register(
             "leader_term",
@@ -180,6 +187,11 @@ impl Metrics {
             .inc();
     }
 
+    /// Addresses that wait on the wire (see `addresses_waiting`).
+    pub fn waiting(&self, n: usize) {
+        self.addresses_waiting.set(n as i64);
+    }
+
     pub fn announced(&self) {
         self.announcements.inc();
     }
@@ -215,7 +227,9 @@ impl Metrics {
             .set(dead);
         self.addresses_held.set(held as i64);
         self.leader.set(i64::from(engine.leader() == Some(me)));
-        self.quorum.set(i64::from(!engine.fenced()));
+        self.quorum.set(i64::from(
+            engine.standing() == fechter_core::claim::Standing::Quorate,
+        ));
         let seal = opener.drops();
         let e = engine.drops();
         let totals = DropReason::ALL
@@ -329,6 +343,7 @@ mod tests {
         for name in [
             "fechter_members{state=\"alive\"} 0",
             "fechter_addresses_held 0",
+            "fechter_addresses_waiting 0",
             "fechter_leader_term 0",
             "fechter_takeovers_total 1",
             "fechter_handoffs_total{direction=\"given\"} 1",

@@ -701,6 +701,7 @@ impl Shell {
     fn refresh_metrics(&self) {
         let held = self.installed.len();
         self.obs.metrics.refresh(&self.engine, &self.opener, held);
+        self.obs.metrics.waiting(self.wire.base.len());
     }
 
     /// Whether this node holds nothing any more (after a drain request), or
