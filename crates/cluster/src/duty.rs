@@ -57,6 +57,11 @@ pub struct Duty {
     pub confirmed: BTreeSet<AddrSpec>,
     /// Implicit hand-offs this node is giving, since when.
     pub implicit: BTreeMap<AddrSpec, Instant>,
+    /// What this node served as a minority when it heard a majority again:
+    /// kept as implicit hand-offs even where a standby reported taking them
+    /// (that standby waited on the wire, and installs now), until their new
+    /// holder confirms.
+    minority_held: BTreeSet<AddrSpec>,
     /// The allocation this node acts on: the table with takeovers and
     /// confirmed hand-offs applied.
     pub effective: Allocation,
@@ -200,7 +205,8 @@ impl Duty {
                 && p.handoff_from.is_none()
                 && served_here
                 && alive.contains(&p.holder)
-                && !self.takeovers.contains(&(me.clone(), p.holder.clone()));
+                && (!self.takeovers.contains(&(me.clone(), p.holder.clone()))
+                    || self.minority_held.contains(spec));
             // Bounded: a holder that confirmed before this node started
             // giving never confirms again.
             if wanted {
@@ -212,6 +218,7 @@ impl Duty {
             }
         }
         self.implicit.retain(|spec, _| giving.contains(spec));
+        self.minority_held.retain(|spec| giving.contains(spec));
         if fenced {
             eff.placements.retain(|_, p| p.holder != *me);
             for p in eff.placements.values_mut() {
@@ -266,6 +273,22 @@ impl Duty {
             .filter(|s| !base.placements.contains_key(s))
             .collect();
         fechter_core::claim::orphans_to_live(&base, unplaced, live, usable)
+    }
+
+    /// This node hears a majority again after serving as a minority: what
+    /// it holds stays until the holders the table names confirm they have
+    /// it (make-before-break at the heal), bounded like any implicit
+    /// hand-off.
+    pub fn left_minority(&mut self, me: &NodeId) {
+        self.minority_held = self
+            .effective
+            .placements
+            .iter()
+            .filter(|(_, p)| &p.holder == me)
+            .map(|(s, _)| s.clone())
+            .collect();
+        self.implicit.clear();
+        self.settled_on = None;
     }
 
     /// Forgets the allocation this node acted on (after serving as a

@@ -649,6 +649,38 @@ impl Engine {
         self.settle(now);
     }
 
+    /// Confirms to `to` every address this node confirmed holding.
+    fn confirm_to(&mut self, to: SocketAddr) {
+        let me = self.cfg.me.node.clone();
+        let held: Vec<AddrSpec> = self.duty.confirmed.iter().cloned().collect();
+        for chunk in held.chunks(32) {
+            self.out.push_back(Transmit {
+                to,
+                payload: wire::encode(&Packet::HandoffDone {
+                    by: me.clone(),
+                    specs: chunk.to_vec(),
+                }),
+            });
+        }
+    }
+
+    /// The incarnation `node` last sent a heartbeat with, however long ago.
+    pub fn last_incarnation(&self, node: &NodeId) -> Option<u64> {
+        self.heard.get(node).map(|(_, inc)| *inc)
+    }
+
+    /// The incarnation `node` last sent a heartbeat with, if it was heard
+    /// within the heartbeat timeout.
+    pub fn heard_recently(&self, now: Now, node: &NodeId) -> Option<u64> {
+        let recent = self.duty.last_heard.get(node).is_some_and(|t| {
+            now.at.saturating_duration_since(*t) <= self.cfg.timings.heartbeat_timeout
+        });
+        if !recent {
+            return None;
+        }
+        self.heard.get(node).map(|(_, inc)| *inc)
+    }
+
     /// A datagram's plaintext arrived from `from`.
     pub fn handle_datagram(&mut self, now: Now, from: SocketAddr, payload: &[u8]) {
         let packet = match wire::decode(payload) {
@@ -711,6 +743,11 @@ impl Engine {
                     // A holder we took over from is heard again: tell it at
                     // once, so it does not serve the addresses beside us.
                     self.send_takeover_notices(now);
+                }
+                if was_silent {
+                    // It may have served some of our addresses meanwhile (as
+                    // a minority): confirm what we hold, so it lets go.
+                    self.confirm_to(from);
                 }
                 return; // the hot path: nothing else to settle
             }
@@ -1216,6 +1253,7 @@ impl Engine {
 
     /// Decides the standing (see [`crate::standing`]) and reports a change.
     fn check_quorum(&mut self, now: Now) {
+        let was = self.standing.kind();
         let (change, ask) = {
             let s = self.shared.borrow();
             let input = self.standing_input(now, &s.replica.nodes);
@@ -1232,6 +1270,14 @@ impl Engine {
                 self.send_digest(p, false);
             }
         }
+        if was == Kind::Minority && change == Some(Change::Quorate) {
+            // What it served as a minority goes by hand-off to the holders
+            // the table names (they confirm once they have it).
+            let me = self.cfg.me.node.clone();
+            self.duty.left_minority(&me);
+        } else if change == Some(Change::Quorate) {
+            self.duty.forget_effective();
+        }
         self.changed_standing(now, change);
     }
 
@@ -1245,11 +1291,6 @@ impl Engine {
             Change::Minority => Event::Minority,
             Change::Quorate => Event::Unfenced,
         });
-        if change == Change::Quorate {
-            // What it served as a minority is no hand-off to wait on: the
-            // table decides again, and the wire settles any conflict.
-            self.duty.forget_effective();
-        }
         // After a fence or a minority, learn the table before leading.
         self.lead_after = self.lead_after.max(now.at + self.cfg.timings.lead_grace);
         self.dirty = true;
@@ -1315,15 +1356,17 @@ impl Engine {
     }
 
     /// Addresses this node is about to take: as standby, their holder has
-    /// been silent for half the takeover timeout; without a majority, what
-    /// it would take as a minority from the nodes silent that long. The shell probes them early
+    /// been silent for a third of the takeover timeout; without a majority,
+    /// what it would take as a minority from the nodes silent that long. The shell probes them early
     /// (the wire as the lock), so that the probe window does not delay the
     /// takeover.
     pub fn soon_taken(&self, now: Now) -> Vec<AddrSpec> {
         if self.standing.fenced() {
             return Vec::new();
         }
-        let half = self.cfg.timings.heartbeat_timeout / 2;
+        // A third of the timeout: the first probe goes out a tick later, and
+        // the window (at most half the timeout) is over by the takeover.
+        let half = self.cfg.timings.heartbeat_timeout / 3;
         let me = &self.cfg.me.node;
         if !self.standing.quorate() || self.wants_segment(now) {
             // No majority (or it is late): what this node would take as a

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use fechter_cluster::engine::{ForgetError, Timings};
 use fechter_cluster::sim::{Sim, addr_of};
+use fechter_core::NodeId;
 use fechter_core::claim::Standing;
 use fechter_core::replica::Admin;
-use fechter_core::NodeId;
 
 fn id(s: &str) -> NodeId {
     NodeId::new(s)

@@ -217,7 +217,13 @@ pub fn resolve(
         .or(file.control_socket)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
     let mut settings = Settings::new(node_id, attach, data_dir, [0; 32]);
-    if let Some(t) = file.timings {
+    if let Some(mut t) = file.timings {
+        // The probe window follows the heartbeat interval unless it is set:
+        // two probes, one per heartbeat.
+        let d = Timings::default();
+        if t.probe_window == d.probe_window && t.heartbeat_interval != d.heartbeat_interval {
+            t.probe_window = t.heartbeat_interval * 2;
+        }
         settings.timings = t;
     }
     if let Some(ms) = file.lease_ms {
@@ -419,6 +425,19 @@ fn check(s: &Settings) -> Result<(), String> {
     if t.probe_rtt >= t.probe_period {
         return Err("timings.probe_rtt must be shorter than timings.probe_period".into());
     }
+    if t.probe_window < t.heartbeat_interval * 2 || t.probe_window > t.heartbeat_timeout / 2 {
+        return Err(format!(
+            "timings.probe_window ({}) must be at least twice timings.heartbeat_interval ({}, one probe per heartbeat: two must go unanswered) and at most half timings.heartbeat_timeout ({}: a standby starts probing at a third of the timeout, so the window is over when it takes over)",
+            t.probe_window.as_millis(),
+            t.heartbeat_interval.as_millis(),
+            t.heartbeat_timeout.as_millis()
+        ));
+    }
+    for (name, d) in [("resume_hold", t.resume_hold), ("isolation", t.isolation)] {
+        if d.is_zero() {
+            return Err(format!("timings.{name} must be positive"));
+        }
+    }
     Ok(())
 }
 
@@ -600,6 +619,21 @@ heartbeat_timeout = 90
         assert!(e.contains("heartbeat_timeout"), "{e}");
         let e = resolve(&args(&[]), host).unwrap_err();
         assert!(e.contains("--listen"), "{e}");
+        // A probe window too short for two probes, or too long to be over
+        // by the takeover.
+        for window in [10, 40] {
+            let (_d, p) = file(&format!(
+                "listen = \"127.0.0.1\"\n[timings]\nprobe_window = {window}\n"
+            ));
+            let e = resolve(&args(&["--config", p.to_str().unwrap()]), host).unwrap_err();
+            assert!(e.contains("probe_window"), "{e}");
+        }
+        // Unset, it follows the heartbeat interval.
+        let (_d, p) = file(
+            "listen = \"127.0.0.1\"\n[timings]\nheartbeat_interval = 20\nheartbeat_timeout = 90\nfence_after = 45\n",
+        );
+        let r = resolve(&args(&["--config", p.to_str().unwrap()]), host).unwrap();
+        assert_eq!(r.settings.timings.probe_window, Duration::from_millis(40));
         for (text, key) in [
             ("metrics_listen = \"127.0.0.1\"\n", "metrics_listen"),
             ("notify_timeout_ms = 0\n", "notify_timeout_ms"),

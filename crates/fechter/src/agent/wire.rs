@@ -29,6 +29,11 @@ pub(super) struct WireState {
     pub listen_v4: Option<Ipv4Addr>,
     pub gateway_v4: Option<Ipv4Addr>,
     pub peers_v4: BTreeSet<Ipv4Addr>,
+    /// For each address that waits: its previous holder, and the
+    /// incarnation it was heard with when the wait began.
+    pub givers: std::collections::BTreeMap<AddrSpec, (fechter_core::NodeId, Option<u64>)>,
+    /// Waiting addresses whose giver is heard again (planned once).
+    pub givers_back: BTreeSet<AddrSpec>,
     /// When a minority last probed the addresses it holds (to find a
     /// duplicate that announces nothing).
     pub self_probed: Option<std::time::Instant>,
@@ -46,6 +51,8 @@ impl WireState {
             listen_v4: v4(listen),
             gateway_v4: gateway.and_then(v4),
             peers_v4: BTreeSet::new(),
+            givers: std::collections::BTreeMap::new(),
+            givers_back: BTreeSet::new(),
             self_probed: None,
         }
     }
@@ -131,10 +138,32 @@ impl Shell {
             }
         }
         self.probe_held(platform, now);
-        let free = self.wire.lock.newly_free(now.at);
+        let mut free = self.wire.lock.newly_free(now.at);
         if free {
             tracing::debug!("an address is free on the wire");
         }
+        // A waiting address whose previous holder is heard again (the same
+        // process) is handed over now: plan once.
+        let engine = &self.engine;
+        let back: Vec<AddrSpec> = self
+            .wire
+            .givers
+            .iter()
+            .filter(|(s, (h, inc))| {
+                self.wire.base.contains(*s)
+                    && !self.wire.givers_back.contains(*s)
+                    && inc.is_some()
+                    && engine.heard_recently(now, h) == *inc
+            })
+            .map(|(s, _)| s.clone())
+            .collect();
+        if !back.is_empty() {
+            tracing::debug!(?back, "their previous holder is heard again: a hand-off");
+            free = true;
+        }
+        self.wire.givers_back.extend(back);
+        let base = &self.wire.base;
+        self.wire.givers_back.retain(|s| base.contains(s));
         WireTick { free }
     }
 
@@ -176,7 +205,34 @@ impl Shell {
     ) -> BTreeSet<AddrSpec> {
         let me = self.engine.id().node.clone();
         let wanted = wire_lock::wanted(&me, self.engine.allocation(), observed, []);
-        let unproven = self.wire.lock.unproven(now.at, &wanted);
+        // Its previous holder is heard again, the same process (it served
+        // as a minority, or was cut off the cluster port): a hand-off, which
+        // it lets go of once this node confirms. A restarted holder removes
+        // what it had by itself: the wire decides then.
+        self.wire.givers.retain(|s, _| wanted.contains(s));
+        for s in &wanted {
+            if !self.wire.givers.contains_key(s)
+                && let Some(p) = self.last_alloc.placements.get(s)
+                && p.holder != me
+            {
+                let inc = self.engine.last_incarnation(&p.holder);
+                self.wire.givers.insert(s.clone(), (p.holder.clone(), inc));
+            }
+        }
+        let givers = &self.wire.givers;
+        let engine = &self.engine;
+        let giver_alive = |s: &AddrSpec| {
+            givers
+                .get(s)
+                .is_some_and(|(h, inc)| inc.is_some() && engine.heard_recently(now, h) == *inc)
+        };
+        let unproven: BTreeSet<AddrSpec> = self
+            .wire
+            .lock
+            .unproven(now.at, &wanted)
+            .into_iter()
+            .filter(|s| !giver_alive(s))
+            .collect();
         if !unproven.is_empty() {
             tracing::debug!(?unproven, "not free on the wire yet");
         }
