@@ -25,9 +25,14 @@ use fechter_core::{AddrSpec, Allocation, NodeId};
 /// standby should notice soon after.
 const SERVED_REPROBE: Duration = Duration::from_millis(50);
 
-/// At most this many probes per tick (with many addresses waiting, each is
-/// probed less often rather than the segment flooded).
+/// At most this many probes per tick for addresses another machine answers
+/// for (with many of them waiting, each is probed less often rather than the
+/// segment flooded)...
 const PROBES_PER_TICK: usize = 32;
+
+/// ...and for the others (a takeover of hundreds of addresses probes them
+/// all on every tick, so that none waits longer than the probe window).
+const FRESH_PER_TICK: usize = 1024;
 
 #[derive(Debug, Clone, Default)]
 struct Entry {
@@ -97,8 +102,8 @@ impl WireLock {
     /// Probes exactly `specs` from now on (others are forgotten once they
     /// have not been probed for three intervals) and
     /// returns those to probe now: every heartbeat interval, or every 50 ms
-    /// for an address another machine answers for; at most 32 a tick, the
-    /// longest waiting first.
+    /// for an address another machine answers for (at most 32 of those a
+    /// tick, the longest waiting first; at most 1,024 of the others).
     pub fn want(&mut self, now: Instant, specs: &BTreeSet<AddrSpec>) -> Vec<AddrSpec> {
         // An address out of the set for a tick or two (between the early
         // probes of a standby and the plan that makes it holder) keeps what
@@ -110,14 +115,21 @@ impl WireLock {
                     .is_some_and(|t| now.saturating_duration_since(t) < keep)
         });
         let mut due: Vec<(Option<Instant>, AddrSpec)> = Vec::new();
+        let mut fresh: Vec<(Option<Instant>, AddrSpec)> = Vec::new();
         for s in specs {
             let e = self.probing.entry(s.clone()).or_default();
-            let gap = match e.last_answer {
-                Some((at, _)) if now.saturating_duration_since(at) < SERVED_REPROBE * 2 => {
-                    SERVED_REPROBE
+            let served = e
+                .last_answer
+                .is_some_and(|(at, _)| now.saturating_duration_since(at) < SERVED_REPROBE * 2);
+            let gap = if served { SERVED_REPROBE } else { self.every };
+            if !served {
+                if e.last_sent
+                    .is_none_or(|t| now.saturating_duration_since(t) + gap / 8 >= gap)
+                {
+                    fresh.push((e.last_sent, s.clone()));
                 }
-                _ => self.every,
-            };
+                continue;
+            }
             // (A little slack: ticks are never exactly one interval apart.)
             if e.last_sent
                 .is_none_or(|t| now.saturating_duration_since(t) + gap / 8 >= gap)
@@ -127,6 +139,9 @@ impl WireLock {
         }
         due.sort();
         due.truncate(PROBES_PER_TICK);
+        fresh.sort();
+        fresh.truncate(FRESH_PER_TICK);
+        due.extend(fresh);
         for (_, s) in &due {
             let e = self.probing.get_mut(s).expect("present");
             e.last_sent = Some(now);
@@ -295,13 +310,28 @@ mod tests {
         let specs: BTreeSet<AddrSpec> = (0..100u8)
             .map(|i| format!("eth0:198.18.1.{i}/24").parse().unwrap())
             .collect();
+        // Nobody answers: every one is probed on every tick (a takeover of
+        // many addresses waits no longer than one of them).
+        for k in 0..3u32 {
+            assert_eq!(lock.want(t0 + I * k, &specs).len(), 100);
+        }
+        assert!(lock.newly_free(t0 + I * 2));
+        // Another machine answers for all of them: 32 a tick, the longest
+        // waiting first, so within eight ticks every one had a turn.
+        let t1 = t0 + I * 3;
+        for s in &specs {
+            lock.heard(t1, s.ip, [2, 0, 0, 0, 0, 7]);
+        }
         let mut seen = BTreeSet::new();
-        for k in 0..4u32 {
-            let due = lock.want(t0 + I * k, &specs);
-            assert_eq!(due.len(), PROBES_PER_TICK);
+        for k in 4..12u32 {
+            let now = t0 + I * k;
+            let due = lock.want(now, &specs);
+            assert!(due.len() <= PROBES_PER_TICK, "{}", due.len());
+            for s in &due {
+                lock.heard(now, s.ip, [2, 0, 0, 0, 0, 7]);
+            }
             seen.extend(due);
         }
-        // The longest waiting go first: after four ticks every one had a turn.
         assert_eq!(seen.len(), 100);
     }
 
