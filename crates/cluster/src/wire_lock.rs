@@ -118,9 +118,10 @@ impl WireLock {
         let mut fresh: Vec<(Option<Instant>, AddrSpec)> = Vec::new();
         for s in specs {
             let e = self.probing.entry(s.clone()).or_default();
-            let served = e
-                .last_answer
-                .is_some_and(|(at, _)| now.saturating_duration_since(at) < SERVED_REPROBE * 2);
+            // Answered, and no probe unanswered since: someone serves it.
+            // (Not a time limit: with many such addresses each waits its
+            // turn longer than any limit.)
+            let served = e.last_answer.is_some() && e.unanswered == 0;
             let gap = if served { SERVED_REPROBE } else { self.every };
             if !served {
                 if e.last_sent
