@@ -1,0 +1,295 @@
+//! Who is alive: heartbeats (and the stall credit), live peers, standby
+//! takeovers and their notices, and what a standby is about to take.
+
+use super::*;
+
+impl Engine {
+    /// The incarnation `node` last sent a heartbeat with, however long ago.
+    pub fn last_incarnation(&self, node: &NodeId) -> Option<u64> {
+        self.heard.get(node).map(|(_, inc)| *inc)
+    }
+
+    /// The incarnation `node` last sent a heartbeat with, if it was heard
+    /// within the heartbeat timeout.
+    pub fn heard_recently(&self, now: Now, node: &NodeId) -> Option<u64> {
+        let recent = self.duty.last_heard.get(node).is_some_and(|t| {
+            now.at.saturating_duration_since(*t) <= self.cfg.timings.heartbeat_timeout
+        });
+        if !recent {
+            return None;
+        }
+        self.heard.get(node).map(|(_, inc)| *inc)
+    }
+
+    /// Sends heartbeats to every live member and takes over from silent holders.
+    pub(super) fn heartbeat(&mut self, now: Now) {
+        let hb = wire::encode(&Packet::Heartbeat {
+            from: self.cfg.me.node.clone(),
+            incarnation: self.cfg.me.incarnation,
+        });
+        for to in self.live_peers(now).into_values() {
+            self.out.push_back(Transmit {
+                to,
+                payload: hb.clone(),
+            });
+        }
+        let t = self.cfg.timings.clone();
+        let stall = now.at.saturating_duration_since(self.last_tick);
+        self.last_tick = now.at;
+        let late = stall.saturating_sub(t.heartbeat_interval);
+        // Did the others run while this node did not? Then the silence of
+        // a peer over that time is real.
+        let world_ran = self.heard_since_tick.values().any(|n| *n >= 2);
+        self.heard_since_tick.clear();
+        if late > t.heartbeat_interval && !world_ran {
+            // This node did not run for a while, and neither, it seems, did
+            // its peers (a paused virtual machine, a host starved of CPU):
+            // no peer was heard more than once over the whole stall, while
+            // datagrams that queued meanwhile have been heard already (the
+            // shell and the simulator deliver them before timers). Credit
+            // every peer the lateness, so that neither the quorum check nor
+            // the holder check judges them on a stall they shared. Where
+            // the others kept running (they were heard again and again),
+            // nothing is credited: a dead holder stays dead, however busy
+            // this node is.
+            for at in self.duty.last_heard.values_mut() {
+                *at = (*at + late).min(now.at);
+            }
+        }
+        if stall > t.heartbeat_interval * 4 {
+            // Long enough to distrust the view it woke up with: do not lead
+            // on it.
+            self.lead_after = now.at + t.lead_grace;
+            if stall >= t.heartbeat_timeout {
+                // Long enough for our standbys to have taken our addresses:
+                // hold nothing until we have learned what happened, as
+                // after a restart.
+                let change = self.standing.stalled(now.at, stall, t.rejoin_hold);
+                self.changed_standing(now, change);
+            }
+            return;
+        }
+        if self.wants_witness(now) {
+            self.standing.witness.outstanding = true;
+            self.events.push_back(Event::ProbeWitness);
+        }
+        self.check_quorum(now);
+        if self.duty.hold_publish_until.is_some_and(|t| now.at >= t) {
+            self.duty.hold_publish_until = None;
+            self.dirty = true;
+        }
+        if !self.standing.fenced() {
+            let me = self.cfg.me.node.clone();
+            let new = {
+                let s = self.shared.borrow();
+                self.duty.check_holders(
+                    &me,
+                    s.replica.table.as_ref(),
+                    now.at,
+                    self.cfg.timings.heartbeat_timeout,
+                )
+            };
+            if !new.is_empty() {
+                self.took_over(now, &new);
+            }
+        }
+        if self.dirty {
+            self.settle(now);
+        }
+    }
+
+    /// Where to reach every live peer, as of the last heartbeat tick.
+    pub(super) fn peer_addrs(&self) -> Vec<SocketAddr> {
+        self.live_peers(Now {
+            at: self.last_tick,
+            wall_ms: 0,
+        })
+        .into_values()
+        .collect()
+    }
+
+    /// Live peers and where to reach them: SWIM members, plus nodes heard
+    /// (heartbeats) within the heartbeat timeout, which SWIM may briefly
+    /// believe dead after a partition heals.
+    pub(super) fn live_peers(&self, now: Now) -> BTreeMap<NodeId, SocketAddr> {
+        let mut out: BTreeMap<NodeId, SocketAddr> = self
+            .members
+            .iter()
+            .map(|(n, id)| (n.clone(), id.addr))
+            .collect();
+        for (n, (addr, _)) in &self.heard {
+            let recent = self.duty.last_heard.get(n).is_some_and(|t| {
+                now.at.saturating_duration_since(*t) <= self.cfg.timings.heartbeat_timeout
+            });
+            if recent && *n != self.cfg.me.node {
+                out.entry(n.clone()).or_insert(*addr);
+            }
+        }
+        out
+    }
+
+    /// Takes, as standby, the addresses of `holders` (a restart seen in a
+    /// heartbeat), unless fenced.
+    pub(super) fn take_over_from(&mut self, now: Now, holders: &[NodeId]) {
+        if self.standing.fenced() {
+            return;
+        }
+        let me = self.cfg.me.node.clone();
+        let new: Vec<NodeId> = {
+            let s = self.shared.borrow();
+            let Some(t) = s.replica.table.as_ref() else {
+                return;
+            };
+            holders
+                .iter()
+                .filter(|h| {
+                    t.allocation
+                        .placements
+                        .values()
+                        .any(|p| &p.holder == *h && p.standby.as_ref() == Some(&me))
+                })
+                .filter(|h| self.duty.add_takeover((*h).clone(), me.clone()))
+                .cloned()
+                .collect()
+        };
+        if !new.is_empty() {
+            self.took_over(now, &new);
+            self.settle(now);
+        }
+    }
+
+    pub(super) fn took_over(&mut self, now: Now, holders: &[NodeId]) {
+        let settle = self.cfg.timings.heartbeat_interval * 2;
+        for h in holders {
+            let silence = self
+                .duty
+                .last_heard
+                .get(h)
+                .map_or(Duration::ZERO, |t| now.at.saturating_duration_since(*t));
+            self.duty.suspect(h.clone(), now.at, settle);
+            self.events.push_back(Event::TookOver {
+                holder: h.clone(),
+                silence,
+            });
+        }
+        self.send_takeover_notices(now);
+        self.dirty = true;
+    }
+
+    /// This node and the peers it heard within the heartbeat timeout.
+    pub(super) fn heard_live(&self, now: Now) -> BTreeSet<NodeId> {
+        let timeout = self.cfg.timings.heartbeat_timeout;
+        self.duty
+            .last_heard
+            .iter()
+            .filter(|(_, t)| now.at.saturating_duration_since(**t) <= timeout)
+            .map(|(n, _)| n.clone())
+            .chain([self.cfg.me.node.clone()])
+            .collect()
+    }
+
+    /// Addresses this node is about to take: as standby, their holder has
+    /// been silent for a third of the takeover timeout; without a majority,
+    /// what it would take as a minority from the nodes silent that long. The shell probes them early
+    /// (the wire as the lock), so that the probe window does not delay the
+    /// takeover.
+    pub fn soon_taken(&self, now: Now) -> Vec<AddrSpec> {
+        if self.standing.fenced() {
+            return Vec::new();
+        }
+        // A third of the timeout: the first probe goes out a tick later, and
+        // the window (at most half the timeout) is over by the takeover.
+        let half = self.cfg.timings.heartbeat_timeout / 3;
+        let me = &self.cfg.me.node;
+        if !self.standing.quorate() || self.wants_segment(now) {
+            // No majority (or it is late): what this node would take as a
+            // minority once the silent are unheard for the whole timeout
+            // (orphans whose standby is silent too included).
+            let live: BTreeSet<NodeId> = self
+                .duty
+                .last_heard
+                .iter()
+                .filter(|(_, t)| now.at.saturating_duration_since(**t) <= half)
+                .map(|(n, _)| n.clone())
+                .chain([me.clone()])
+                .collect();
+            let s = self.shared.borrow();
+            let nodes = &s.replica.nodes;
+            let view = self
+                .duty
+                .minority_view(&s.replica, &live, |n, spec| serves(nodes.get(n), spec));
+            let now_mine = &self.duty.effective;
+            return view
+                .placements
+                .into_iter()
+                .filter(|(spec, p)| {
+                    &p.holder == me
+                        && now_mine
+                            .placements
+                            .get(spec)
+                            .is_none_or(|q| &q.holder != me)
+                })
+                .map(|(spec, _)| spec)
+                .collect();
+        }
+        let silent = self.duty.silent_watched(now.at, half);
+        if silent.is_empty() {
+            return Vec::new();
+        }
+        let s = self.shared.borrow();
+        let Some(t) = s.replica.table.as_ref() else {
+            return Vec::new();
+        };
+        t.allocation
+            .placements
+            .iter()
+            .filter(|(_, p)| p.standby.as_ref() == Some(me) && silent.contains(&&p.holder))
+            .map(|(spec, _)| spec.clone())
+            .collect()
+    }
+
+    pub(super) fn send_takeover_notices(&mut self, now: Now) {
+        let me = self.cfg.me.node.clone();
+        let Some(meta) = self
+            .shared
+            .borrow()
+            .replica
+            .table
+            .as_ref()
+            .map(|t| t.meta.clone())
+        else {
+            return;
+        };
+        self.last_takeover_notice = Some(now.at);
+        let mine: Vec<NodeId> = self
+            .duty
+            .takeovers()
+            .iter()
+            .filter(|(_, by)| *by == me)
+            .map(|(h, _)| h.clone())
+            .collect();
+        for holder in mine {
+            let payload = wire::encode(&Packet::Takeover {
+                holder,
+                by: me.clone(),
+                table: meta.clone(),
+            });
+            for to in self.peer_addrs() {
+                self.out.push_back(Transmit {
+                    to,
+                    payload: payload.clone(),
+                });
+            }
+        }
+    }
+
+    /// Takeover notices are repeated while in force, in case one was lost.
+    pub(super) fn resend_takeovers(&mut self, now: Now) {
+        let due = self
+            .last_takeover_notice
+            .is_some_and(|t| now.at.saturating_duration_since(t) >= Duration::from_millis(500));
+        if due {
+            self.send_takeover_notices(now);
+        }
+    }
+}

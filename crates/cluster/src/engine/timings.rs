@@ -1,0 +1,156 @@
+//! Every timing of the engine, and what it starts from.
+
+use super::*;
+
+/// Every timing of the engine. Defaults are tuned for a LAN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timings {
+    /// SWIM: how often a random member is probed.
+    #[serde(with = "ms")]
+    pub probe_period: Duration,
+    /// SWIM: how long a direct probe waits for its ack before asking others.
+    #[serde(with = "ms")]
+    pub probe_rtt: Duration,
+    /// SWIM: how long a suspect has to refute before it is declared down.
+    #[serde(with = "ms")]
+    pub suspect_to_down: Duration,
+    /// SWIM: how often updates are gossiped to a few members.
+    #[serde(with = "ms")]
+    pub gossip_period: Duration,
+    /// How often to announce to the seeds while not joined.
+    #[serde(with = "ms")]
+    pub join_retry: Duration,
+    /// How often to announce to the seeds while joined (heals partitions).
+    #[serde(with = "ms")]
+    pub seed_announce: Duration,
+    /// How often to run anti-entropy with one random member.
+    #[serde(with = "ms")]
+    pub anti_entropy: Duration,
+    /// How long a down member is remembered (so it may rejoin with its old identity after).
+    #[serde(with = "ms")]
+    pub forget_down_after: Duration,
+    /// Standby fast path: how often every node sends a heartbeat to every live member.
+    #[serde(with = "ms")]
+    pub heartbeat_interval: Duration,
+    /// Standby fast path: silence after which a standby takes its holder's addresses.
+    #[serde(with = "ms")]
+    pub heartbeat_timeout: Duration,
+    /// How long a node must be up, healthy and alive before it receives addresses.
+    #[serde(with = "ms")]
+    pub maturity: Duration,
+    /// How long a holder whose addresses a standby took stays ineligible.
+    #[serde(with = "ms")]
+    pub quarantine: Duration,
+    /// How long after start a node waits (to learn the cluster's table) before it may lead.
+    #[serde(with = "ms")]
+    pub lead_grace: Duration,
+    /// How often the leader re-evaluates eligibility (maturity, quarantine).
+    #[serde(with = "ms")]
+    pub leader_tick: Duration,
+    /// Quorum: how long a node may see no majority before it releases its
+    /// addresses (self-fencing). Must be shorter than `heartbeat_timeout`, the
+    /// time the majority side waits before taking them.
+    #[serde(with = "ms")]
+    pub fence_after: Duration,
+    /// Quorum: after a fence longer than `heartbeat_timeout`, how long a node
+    /// that sees a majority again waits (learning the current table and
+    /// takeovers) before it holds addresses again.
+    #[serde(with = "ms")]
+    pub rejoin_hold: Duration,
+    /// Quorum: after a loss longer than `heartbeat_timeout`, how long a
+    /// fenced node that hears a majority again waits (asking for the current
+    /// table and takeovers) before it serves again. Short: what it installs
+    /// is checked on the wire first.
+    #[serde(with = "ms")]
+    pub resume_hold: Duration,
+    /// Minority: how long a node without a majority keeps serving while its
+    /// segment shows no sign of life, before it fences itself.
+    #[serde(with = "ms")]
+    pub isolation: Duration,
+    /// The wire as the lock: how long probes for an address must go
+    /// unanswered (two probes at least, one per heartbeat tick) before a node
+    /// installs an address nobody handed to it.
+    #[serde(with = "ms")]
+    pub probe_window: Duration,
+}
+
+impl Timings {
+    pub(crate) fn duty(&self) -> DutyTimings {
+        DutyTimings {
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+            maturity: self.maturity,
+            quarantine: self.quarantine,
+            lead_grace: self.lead_grace,
+        }
+    }
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            probe_period: Duration::from_millis(100),
+            probe_rtt: Duration::from_millis(40),
+            suspect_to_down: Duration::from_millis(200),
+            gossip_period: Duration::from_millis(100),
+            join_retry: Duration::from_millis(250),
+            seed_announce: Duration::from_secs(5),
+            anti_entropy: Duration::from_secs(1),
+            forget_down_after: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_millis(15),
+            heartbeat_timeout: Duration::from_millis(65),
+            maturity: Duration::from_secs(2),
+            quarantine: Duration::from_secs(5),
+            lead_grace: Duration::from_secs(1),
+            leader_tick: Duration::from_millis(100),
+            fence_after: Duration::from_millis(35),
+            rejoin_hold: Duration::from_secs(1),
+            resume_hold: Duration::from_millis(100),
+            isolation: Duration::from_millis(500),
+            probe_window: Duration::from_millis(30),
+        }
+    }
+}
+
+mod ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// What the engine starts from.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub me: Id,
+    /// `--attach` addresses.
+    pub seeds: Vec<SocketAddr>,
+    pub timings: Timings,
+    /// Largest plaintext packet (the seal's payload limit).
+    pub max_packet: usize,
+    /// Whether a node must see a majority to hold addresses.
+    pub quorum: Quorum,
+}
+
+/// The quorum rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Quorum {
+    /// A node leads and serves freely only while it hears (heartbeats) a
+    /// strict majority of the nodes it counts, itself included; without
+    /// one it serves as a minority (only what the wire shows free) while
+    /// its segment shows life, and holds nothing otherwise (see
+    /// [`crate::standing`]). In a two-node cluster a node alone keeps
+    /// quorum while its gateway answers (see [`Engine::enable_witness`]).
+    #[default]
+    Majority,
+    /// No quorum: every side of a partition serves (duplicates possible).
+    Off,
+}
