@@ -98,6 +98,16 @@ impl Engine {
         }
     }
 
+    /// Queues `payload` for every live peer.
+    pub(super) fn send_to_peers(&mut self, payload: &[u8]) {
+        for to in self.peer_addrs() {
+            self.out.push_back(Transmit {
+                to,
+                payload: payload.to_vec(),
+            });
+        }
+    }
+
     /// Where to reach every live peer, as of the last heartbeat tick.
     pub(super) fn peer_addrs(&self) -> Vec<SocketAddr> {
         self.live_peers(Now {
@@ -274,12 +284,7 @@ impl Engine {
                 by: me.clone(),
                 table: meta.clone(),
             });
-            for to in self.peer_addrs() {
-                self.out.push_back(Transmit {
-                    to,
-                    payload: payload.clone(),
-                });
-            }
+            self.send_to_peers(&payload);
         }
     }
 

@@ -566,12 +566,7 @@ impl Engine {
         let meta = table.meta.clone();
         for p in wire::pack_table(&table, self.cfg.max_packet) {
             let payload = wire::encode(&p);
-            for to in self.peer_addrs() {
-                self.out.push_back(Transmit {
-                    to,
-                    payload: payload.clone(),
-                });
-            }
+            self.send_to_peers(&payload);
         }
         self.shared.borrow_mut().apply(Item::Table(table));
         self.events.push_back(Event::Published(meta));

@@ -26,12 +26,7 @@ impl Engine {
                 by: me.clone(),
                 specs: chunk.to_vec(),
             });
-            for to in self.peer_addrs() {
-                self.out.push_back(Transmit {
-                    to,
-                    payload: payload.clone(),
-                });
-            }
+            self.send_to_peers(&payload);
         }
         for s in fresh {
             self.duty.confirmed.insert(s.clone());
