@@ -102,6 +102,16 @@ impl Duty {
         &self.takeovers
     }
 
+    /// Forgets every takeover `by` made (a minority's, when it is one no
+    /// more).
+    pub fn drop_takeovers_by(&mut self, by: &NodeId) {
+        let before = self.takeovers.len();
+        self.takeovers.retain(|(_, s)| s != by);
+        if self.takeovers.len() != before {
+            self.settled_on = None;
+        }
+    }
+
     /// Records that `by` took `holder`'s addresses; whether it is new.
     pub fn add_takeover(&mut self, holder: NodeId, by: NodeId) -> bool {
         let new = self.takeovers.insert((holder, by));
@@ -233,8 +243,7 @@ impl Duty {
     }
 
     /// The allocation a node that hears no majority acts on
-    /// (`fechter_core::claim::orphans_to_live`): the followed table with
-    /// takeovers, every address of a node it no longer hears given to that
+    /// (`fechter_core::claim::orphans_to_live`): the followed table, every address of a node it no longer hears given to that
     /// address's standby or else to the least loaded node it hears and that
     /// can hold it (`usable`). It installs only what the wire shows free.
     /// Returns whether the allocation changed.
@@ -259,12 +268,13 @@ impl Duty {
         live: &BTreeSet<NodeId>,
         usable: impl Fn(&NodeId, &AddrSpec) -> bool,
     ) -> Allocation {
+        // The table alone, not this node's takeovers: every node of a
+        // minority then computes the same view (a takeover gives an address
+        // to its standby, which the orphan rule does too).
         let base = replica
             .table
             .as_ref()
-            .map_or_else(Allocation::default, |t| {
-                failover::apply_takeovers(&t.allocation, &self.takeovers)
-            });
+            .map_or_else(Allocation::default, |t| t.allocation.clone());
         let unplaced: Vec<AddrSpec> = replica
             .addresses
             .assignable()

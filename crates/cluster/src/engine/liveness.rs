@@ -182,7 +182,12 @@ impl Engine {
                 silence,
             });
         }
-        self.send_takeover_notices(now);
+        // A minority takes over only for itself (the wire decides what it
+        // installs): its notices would make a holder the majority still
+        // hears let go.
+        if self.standing.quorate() {
+            self.send_takeover_notices(now);
+        }
         self.dirty = true;
     }
 
@@ -290,9 +295,10 @@ impl Engine {
 
     /// Takeover notices are repeated while in force, in case one was lost.
     pub(super) fn resend_takeovers(&mut self, now: Now) {
-        let due = self
-            .last_takeover_notice
-            .is_some_and(|t| now.at.saturating_duration_since(t) >= Duration::from_millis(500));
+        let due = self.standing.quorate()
+            && self
+                .last_takeover_notice
+                .is_some_and(|t| now.at.saturating_duration_since(t) >= Duration::from_millis(500));
         if due {
             self.send_takeover_notices(now);
         }

@@ -370,7 +370,10 @@ impl Engine {
                     return;
                 }
                 let me = &self.cfg.me.node;
-                if was_silent && self.duty.takeovers().contains(&(node.clone(), me.clone())) {
+                if was_silent
+                    && self.standing.quorate()
+                    && self.duty.takeovers().contains(&(node.clone(), me.clone()))
+                {
                     // A holder we took over from is heard again: tell it at
                     // once, so it does not serve the addresses beside us.
                     self.send_takeover_notices(now);
@@ -500,19 +503,24 @@ impl Engine {
         }
     }
 
+    /// Whether this node's own record says it is shutting down.
+    pub fn leaving(&self) -> bool {
+        let me = &self.cfg.me.node;
+        self.shared
+            .borrow()
+            .replica
+            .nodes
+            .get(me)
+            .is_some_and(|r| r.leaving)
+    }
+
     /// Elects, leads if elected, and refreshes the effective allocation.
     fn evaluate(&mut self, now: Now, force: bool) {
         self.dirty = false;
         let me = self.cfg.me.node.clone();
         let live = self.live_peers(now);
         let alive: BTreeSet<NodeId> = live.keys().cloned().collect();
-        let leaving = self
-            .shared
-            .borrow()
-            .replica
-            .nodes
-            .get(&me)
-            .is_some_and(|r| r.leaving);
+        let leaving = self.leaving();
         let synced = now.at >= self.lead_after;
         let timings = self.cfg.timings.duty();
         let before = self.duty.leader.clone();

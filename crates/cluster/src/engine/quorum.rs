@@ -41,6 +41,12 @@ impl Engine {
                 self.send_digest(p, false);
             }
         }
+        if was == Kind::Minority && change.is_some() {
+            // Its takeovers as a minority were for itself: the table (or
+            // the fence) decides again.
+            let me = self.cfg.me.node.clone();
+            self.duty.drop_takeovers_by(&me);
+        }
         if was == Kind::Minority && change == Some(Change::Quorate) {
             // What it served as a minority goes by hand-off to the holders
             // the table names (they confirm once they have it).

@@ -252,30 +252,46 @@ pub fn acquire_reason(
     }
 }
 
-/// Why this node releases `spec` (see [`acquire_reason`]); `fenced`: it
-/// sees no majority; `assignable`: the address is still managed.
+/// What this node knows of itself when it releases an address.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Releasing {
+    /// It sees no majority and fences.
+    pub fenced: bool,
+    /// The address is still managed.
+    pub assignable: bool,
+    /// It is shutting down (its record says leaving).
+    pub leaving: bool,
+}
+
+/// Why this node releases `spec` (see [`acquire_reason`]).
 pub fn release_reason(
     spec: &AddrSpec,
     me: &NodeId,
     prev: &Allocation,
     now: &Allocation,
-    fenced: bool,
-    assignable: bool,
+    how: Releasing,
 ) -> String {
-    if fenced {
+    if how.fenced {
         return "fence: no quorum".into();
     }
-    if !assignable {
+    if !how.assignable {
         return "address removed".into();
     }
-    let Some(p) = now.placements.get(spec) else {
+    let was = prev.placements.get(spec);
+    let handing = was.is_some_and(|w| w.handoff_from.as_ref() == Some(me));
+    let p = now.placements.get(spec);
+    if how.leaving && !(handing && p.is_some()) {
+        // Stopping with nobody to hand it to (a minority's last machine):
+        // whatever the view names, the address goes nowhere.
+        return "shutdown".into();
+    }
+    let Some(p) = p else {
         return "no node may hold it".into();
     };
     if p.holder == *me {
         return "stale copy".into();
     }
-    let was = prev.placements.get(spec);
-    if was.is_some_and(|w| w.handoff_from.as_ref() == Some(me)) {
+    if handing {
         format!("hand-off to {}", p.holder)
     } else if was.is_some_and(|w| w.holder == *me) && p.standby.is_none() {
         format!("taken over by {}", p.holder)
@@ -511,28 +527,53 @@ mod tests {
         );
         assert!(acquire_reason(&s, &me, &mine, &mine, &none, true).starts_with("restored"));
 
+        let kept = Releasing {
+            assignable: true,
+            ..Releasing::default()
+        };
         let giving = alloc(&[(&s, "b", Some("a"), Some("a"))]);
         let given = alloc(&[(&s, "b", Some("a"), None)]);
         assert_eq!(
-            release_reason(&s, &me, &giving, &given, false, true),
+            release_reason(&s, &me, &giving, &given, kept),
             "hand-off to b"
         );
         assert_eq!(
-            release_reason(&s, &me, &mine, &empty, true, true),
+            release_reason(
+                &s,
+                &me,
+                &mine,
+                &empty,
+                Releasing {
+                    fenced: true,
+                    ..kept
+                }
+            ),
             "fence: no quorum"
         );
         assert_eq!(
-            release_reason(&s, &me, &mine, &empty, false, false),
+            release_reason(&s, &me, &mine, &empty, Releasing::default()),
             "address removed"
         );
         let taken = alloc(&[(&s, "b", None, None)]);
         assert_eq!(
-            release_reason(&s, &me, &mine, &taken, false, true),
+            release_reason(&s, &me, &mine, &taken, kept),
             "taken over by b"
         );
+        assert_eq!(release_reason(&s, &me, &mine, &given, kept), "moved to b");
+        let leaving = Releasing {
+            leaving: true,
+            ..kept
+        };
         assert_eq!(
-            release_reason(&s, &me, &mine, &given, false, true),
-            "moved to b"
+            release_reason(&s, &me, &giving, &given, leaving),
+            "hand-off to b",
+            "a leaving node that hands off says so"
+        );
+        let orphaned = alloc(&[(&s, "gone", None, None)]);
+        assert_eq!(
+            release_reason(&s, &me, &mine, &orphaned, leaving),
+            "shutdown",
+            "a leaving node that hands off to nobody says it stops"
         );
     }
 }

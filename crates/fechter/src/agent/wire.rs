@@ -145,12 +145,14 @@ impl Shell {
         // A waiting address whose previous holder is heard again (the same
         // process) is handed over now: plan once.
         let engine = &self.engine;
+        let quorate = engine.standing() == Standing::Quorate;
         let back: Vec<AddrSpec> = self
             .wire
             .givers
             .iter()
             .filter(|(s, (h, inc))| {
-                self.wire.base.contains(*s)
+                quorate
+                    && self.wire.base.contains(*s)
                     && !self.wire.givers_back.contains(*s)
                     && inc.is_some()
                     && engine.heard_recently(now, h) == *inc
@@ -219,12 +221,16 @@ impl Shell {
                 self.wire.givers.insert(s.clone(), (p.holder.clone(), inc));
             }
         }
+        // Only a node that hears a majority: a minority's view (the nodes it
+        // does not hear are orphans) may be the stale one.
+        let quorate = self.engine.standing() == Standing::Quorate;
         let givers = &self.wire.givers;
         let engine = &self.engine;
         let giver_alive = |s: &AddrSpec| {
-            givers
-                .get(s)
-                .is_some_and(|(h, inc)| inc.is_some() && engine.heard_recently(now, h) == *inc)
+            quorate
+                && givers
+                    .get(s)
+                    .is_some_and(|(h, inc)| inc.is_some() && engine.heard_recently(now, h) == *inc)
         };
         let unproven: BTreeSet<AddrSpec> = self
             .wire

@@ -1,0 +1,221 @@
+//! What the operator asks the agent through the control socket: the
+//! requests (add/remove an address, up/down, forget, events, reload) and
+//! the status report.
+
+use super::*;
+
+/// Re-reads the configuration; applies what can change live (without
+/// moving any address), refuses restart-only changes, keeps everything on
+/// a bad file.
+pub(super) fn reload(settings: &mut Settings, shell: &mut Shell) -> Response {
+    let Some(reread) = settings.reload.0.clone() else {
+        return Response::Error {
+            error: "this agent was started without a configuration to re-read".into(),
+        };
+    };
+    let outcome = reread().and_then(|new| {
+        let live = settings.reload_plan(&new)?;
+        if live.contains(&"notify_*") {
+            shell.obs.hooks = hooks::Hooks::start(new.notify.clone());
+        }
+        settings.renew_every = new.renew_every;
+        settings.drain_timeout = new.drain_timeout;
+        settings.announce_refresh = new.announce_refresh;
+        settings.notify = new.notify;
+        Ok(live)
+    });
+    match outcome {
+        Ok(live) if live.is_empty() => {
+            tracing::info!("reload: nothing changed");
+            Response::Ok {
+                body: serde_json::json!("configuration re-read: nothing changed"),
+            }
+        }
+        Ok(live) => {
+            tracing::info!(changed = ?live, "reload: applied");
+            Response::Ok {
+                body: serde_json::json!(format!(
+                    "configuration re-read: applied {}",
+                    live.join(", ")
+                )),
+            }
+        }
+        Err(error) => {
+            tracing::warn!("reload refused, the running configuration stays: {error}");
+            Response::Error {
+                error: format!("{error} (the running configuration stays)"),
+            }
+        }
+    }
+}
+
+impl Shell {
+    pub(super) fn handle_request(&mut self, now: Now, req: Request) -> Response {
+        let result = match req {
+            Request::AddAddress { spec } => {
+                self.engine
+                    .add_address(now, spec.clone())
+                    .map_err(|e| match e {
+                        AddError::AlreadyPresent { existing } if existing == spec => {
+                            format!("{spec} is already present; nothing changed")
+                        }
+                        AddError::AlreadyPresent { existing } => format!(
+                            "{} is already managed as {existing}; remove it first with `fechter remove-address {existing}`",
+                            spec.ip
+                        ),
+                        AddError::StaleStamp { .. } => {
+                            format!("{spec} was changed by another node at the same moment; try again")
+                        }
+                    })
+            }
+            Request::RemoveAddress { spec } => {
+                let existing = self.engine.replica().addresses.get(&spec.ip).cloned();
+                match existing {
+                    Some(e) if e.state == AddressState::Assignable && e.spec != spec => Err(format!(
+                        "{} is managed as {}; remove it by that name",
+                        spec.ip, e.spec
+                    )),
+                    _ => self
+                        .engine
+                        .remove_address(now, spec.ip)
+                        .map_err(|e| match e {
+                            RemoveError::UnknownAddress { .. } => format!(
+                                "{spec} is not a managed address; `fechter status` lists them"
+                            ),
+                            RemoveError::StaleStamp { .. } => format!(
+                                "{spec} was changed by another node at the same moment; try again"
+                            ),
+                        }),
+                }
+            }
+            Request::Up => {
+                self.engine.update_own(now, |r| r.admin = Admin::Up);
+                Ok(())
+            }
+            Request::Forget { node } => self
+                .engine
+                .forget(now, &node)
+                .map_err(|e| format!("{e}; nothing changed")),
+            Request::Down => {
+                self.engine.update_own(now, |r| r.admin = Admin::Down);
+                Ok(())
+            }
+            Request::Reload => {
+                return Response::Error {
+                    error: "reload is handled by the agent loop".into(),
+                };
+            }
+            Request::Status => {
+                let body = serde_json::to_value(self.status()).expect("serializes");
+                return Response::Ok { body };
+            }
+            Request::Events { after } => {
+                let body = serde_json::to_value(self.obs.report(after)).expect("serializes");
+                return Response::Ok { body };
+            }
+        };
+        // A command is acknowledged only once it is on disk.
+        let result = result.and_then(|()| {
+            self.persist()
+                .map_err(|e| format!("the change was made but could not be saved: {e}"))
+        });
+        match result {
+            Ok(()) => Response::Ok {
+                body: serde_json::Value::Null,
+            },
+            Err(error) => Response::Error { error },
+        }
+    }
+
+    pub(super) fn status(&self) -> StatusReport {
+        let r = self.engine.replica();
+        let me = &self.engine.id().node;
+        let alive = |id: &NodeId| id == me || self.engine.members().contains_key(id);
+        let el = self.engine.eligibility();
+        // Forgotten nodes (`fechter forget`) are not members any more.
+        let members = r
+            .counted_nodes()
+            .map(|n| MemberStatus {
+                id: n.id.to_string(),
+                liveness: if alive(&n.id) { "alive" } else { "dead" }.into(),
+                admin: match n.admin {
+                    Admin::Up => "up",
+                    Admin::Down => "down",
+                }
+                .into(),
+                ineligible: el
+                    .why_not
+                    .get(&n.id)
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain((n.id == *me && self.engine.fenced()).then(|| "no quorum".to_string()))
+                    .chain(
+                        (n.id == *me && self.engine.standing() == Standing::Minority).then(|| {
+                            "no majority: serves only what nobody else answers for".to_string()
+                        }),
+                    )
+                    .chain(n.iface_trouble.iter().map(|(i, why)| format!("{i}: {why}")))
+                    .collect(),
+            })
+            .collect();
+        let alloc = self.engine.allocation();
+        let addresses = r
+            .addresses
+            .assignable()
+            .into_iter()
+            .map(|(_, spec)| {
+                let p = alloc.placements.get(&spec);
+                AddressStatus {
+                    waiting: self.wire_waiting(&spec),
+                    spec: spec.to_string(),
+                    holder: p.map(|p| p.holder.to_string()),
+                    standby: p.and_then(|p| p.standby.as_ref()).map(ToString::to_string),
+                }
+            })
+            .collect();
+        let mut dropped = BTreeMap::new();
+        let seal = self.opener.drops();
+        for reason in fechter_cluster::seal::DropReason::ALL {
+            let n = seal.get(reason);
+            if n > 0 {
+                dropped.insert(reason.as_str().to_string(), n);
+            }
+        }
+        let e = self.engine.drops();
+        for (k, v) in [
+            ("malformed-packet", e.malformed),
+            ("swim-rejected", e.swim_rejected),
+        ] {
+            if v > 0 {
+                dropped.insert(k.to_string(), v);
+            }
+        }
+        let mut notes = Vec::new();
+        if self.engine.fenced() {
+            notes.push(
+                "no quorum: this node sees no majority of the cluster and nothing on its segment, and holds nothing"
+                    .to_string(),
+            );
+        }
+        if self.engine.standing() == Standing::Minority {
+            notes.push(
+                "minority: this node sees no majority of the cluster but its segment is alive; it serves what no other machine answers for on the wire, and does not lead"
+                    .to_string(),
+            );
+        }
+        if el.fail_static {
+            notes.push(
+                "fail-static: no up node is healthy, so addresses stay where they are".to_string(),
+            );
+        }
+        StatusReport {
+            node: me.to_string(),
+            leader: self.engine.leader().map(ToString::to_string),
+            members,
+            addresses,
+            notes,
+            dropped,
+        }
+    }
+}
