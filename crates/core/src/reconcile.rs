@@ -26,7 +26,12 @@
 //!    happens until probes for it go unanswered (see [`crate::claim`]).
 //! 3. **Renew.** A wanted address that is observed is renewed (the kernel
 //!    lease is refreshed). This also *adopts* an address that is present but
-//!    was not recorded, e.g. after the record was lost.
+//!    was not recorded, e.g. after the record was lost. A held one that is
+//!    not in `announced` is announced right after its renewal: this process
+//!    may never have announced it (a restart adopted it, a hand-off to
+//!    another node was undone), or the shell wants every held address
+//!    announced again (clients across a healed partition may still point at
+//!    a stale MAC).
 //! 4. **The giver only renews.** A giver never announces (peers should learn
 //!    the receiver's MAC, not be pulled back) and never re-installs an
 //!    address that vanished (the receiver has, or is about to have, it).
@@ -39,8 +44,9 @@
 //!    operator added by hand) gets no action at all.
 //!
 //! ## Order
-//! All `Install`/`Announce` pairs first, then `Renew`s, then `Remove`s; each
-//! group sorted by [`AddrSpec`] order. Installing before removing means a
+//! All `Install`/`Announce` pairs first, then `Renew`s (each followed by
+//! its `Announce` where rule 3 wants one), then `Remove`s; each group sorted
+//! by [`AddrSpec`] order. Installing before removing means a
 //! node never has a gap it created itself; and the order is deterministic,
 //! so the same inputs always give the same plan.
 //!
@@ -115,6 +121,13 @@ pub struct LocalView {
     /// probes for them go unanswered; nothing else about them changes.
     #[serde(default)]
     pub unproven: BTreeSet<AddrSpec>,
+    /// Addresses this node announced since it (last) became their holder.
+    /// A held address that is present but not in here is announced after
+    /// its renewal: after a restart, when a hand-off to another node was
+    /// undone, or when the shell forgets them all to announce again (a
+    /// member returned, quorum came back, the periodic refresh).
+    #[serde(default)]
+    pub announced: BTreeSet<AddrSpec>,
 }
 
 /// Why this node wants an address.
@@ -143,7 +156,7 @@ fn role(me: &NodeId, placement: &Placement) -> Option<Role> {
 pub fn plan(me: &NodeId, alloc: &Allocation, local: &LocalView) -> Vec<Action> {
     let mut wanted: BTreeSet<&AddrSpec> = BTreeSet::new();
     let mut fresh: Vec<&AddrSpec> = Vec::new();
-    let mut renew: Vec<&AddrSpec> = Vec::new();
+    let mut renew: Vec<(&AddrSpec, bool)> = Vec::new();
     // Placements iterate in AddrSpec order, so each group comes out sorted.
     for (spec, placement) in &alloc.placements {
         let Some(role) = role(me, placement) else {
@@ -151,7 +164,10 @@ pub fn plan(me: &NodeId, alloc: &Allocation, local: &LocalView) -> Vec<Action> {
         };
         wanted.insert(spec);
         match (role, local.observed.contains(spec)) {
-            (_, true) => renew.push(spec),
+            (role, true) => {
+                let announce = role == Role::Holder && !local.announced.contains(spec);
+                renew.push((spec, announce));
+            }
             // Someone may still serve it: probe first (the wire as the lock).
             (Role::Holder, false) if local.unproven.contains(spec) => {}
             (Role::Holder, false) => fresh.push(spec),
@@ -166,9 +182,21 @@ pub fn plan(me: &NodeId, alloc: &Allocation, local: &LocalView) -> Vec<Action> {
         actions.push(Action::Install(spec.clone()));
         actions.push(Action::Announce(spec.clone()));
     }
-    actions.extend(renew.into_iter().map(|s| Action::Renew(s.clone())));
+    for (spec, announce) in renew {
+        actions.push(Action::Renew(spec.clone()));
+        if announce {
+            actions.push(Action::Announce(spec.clone()));
+        }
+    }
     actions.extend(remove.map(|s| Action::Remove(s.clone())));
     actions
+}
+
+/// Drops from `announced` what this node no longer holds: if it becomes
+/// their holder again (a hand-off to another node undone, a table that
+/// moves it back), [`plan`] announces them again.
+pub fn keep_announced(me: &NodeId, alloc: &Allocation, announced: &mut BTreeSet<AddrSpec>) {
+    announced.retain(|s| alloc.placements.get(s).is_some_and(|p| p.holder == *me));
 }
 
 /// The renewals [`plan`] would make if the interfaces held exactly what
@@ -230,12 +258,45 @@ mod tests {
         specs.iter().map(|s| spec(s)).collect()
     }
 
+    /// A view where every present address was announced already.
     fn view(observed: &[&str], installed: &[&str]) -> LocalView {
         LocalView {
             observed: set(observed),
             installed: set(installed),
+            announced: set(observed),
             ..LocalView::default()
         }
+    }
+
+    #[test]
+    fn a_held_address_not_announced_is_announced_after_its_renewal() {
+        // n0 holds A and B, gives C in a hand-off; all present, nothing
+        // announced by this process yet (it just restarted), D is stale.
+        let a = alloc(&[
+            (A, placed("n0", None)),
+            (B, placed("n0", None)),
+            (C, placed("n1", Some("n0"))),
+        ]);
+        let mut local = LocalView {
+            observed: set(&[A, B, C]),
+            installed: set(&[A, B, C, PRIMARY]),
+            ..LocalView::default()
+        };
+        local.installed.remove(&spec(PRIMARY));
+        local.installed.insert(spec("eth0:198.18.0.9/24"));
+        local.announced = set(&[B]);
+        assert_eq!(
+            plan(&n("n0"), &a, &local),
+            vec![
+                Action::Renew(spec(A)),
+                Action::Announce(spec(A)),
+                Action::Renew(spec(B)),
+                // The giver renews C but never announces it.
+                Action::Renew(spec(C)),
+                Action::Remove(spec("eth0:198.18.0.9/24")),
+            ],
+            "A re-announced before any removal; B announced already; C given"
+        );
     }
 
     const A: &str = "eth0:198.18.0.1/24";

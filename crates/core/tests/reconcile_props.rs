@@ -70,9 +70,26 @@ fn spec_set() -> impl Strategy<Value = BTreeSet<AddrSpec>> {
 }
 
 fn local_view() -> impl Strategy<Value = LocalView> {
-    (spec_set(), spec_set()).prop_map(|(observed, installed)| LocalView {
+    (spec_set(), spec_set(), spec_set()).prop_map(|(observed, installed, announced)| LocalView {
         observed,
         installed,
+        announced,
+        ..LocalView::default()
+    })
+}
+
+/// The view after executing `p` on `local`: what is present, recorded and
+/// announced then.
+fn after(p: &[Action], local: &LocalView) -> Result<LocalView, TestCaseError> {
+    let mut announced = local.announced.clone();
+    announced.extend(p.iter().filter_map(|a| match a {
+        Action::Announce(s) => Some(s.clone()),
+        _ => None,
+    }));
+    Ok(LocalView {
+        observed: execute(p, &local.observed).map_err(TestCaseError::fail)?,
+        installed: installed_after(p, &local.installed),
+        announced,
         ..LocalView::default()
     })
 }
@@ -129,9 +146,12 @@ fn execute(plan: &[Action], observed: &BTreeSet<AddrSpec>) -> Result<BTreeSet<Ad
     Ok(iface)
 }
 
-fn group(a: &Action) -> u8 {
-    match a {
-        Action::Install(_) | Action::Announce(_) => 0,
+/// The group of `p[i]`: an Announce belongs to the action it follows.
+fn group(p: &[Action], i: usize) -> u8 {
+    match &p[i] {
+        Action::Install(_) => 0,
+        Action::Announce(_) if i > 0 => group(p, i - 1),
+        Action::Announce(_) => 0,
         Action::Renew(_) => 1,
         Action::Remove(_) => 2,
     }
@@ -172,19 +192,24 @@ proptest! {
     }
 
     /// Installs (each directly followed by its Announce) come first, then
-    /// Renews, then Removes; each group sorted, no spec twice in a group.
+    /// Renews (each followed by its Announce when the address was not
+    /// announced yet), then Removes; each group sorted, no spec twice in a
+    /// group.
     #[test]
     fn plan_order_is_safe_and_deterministic(me in node_idx(), alloc in allocation(), local in local_view()) {
         let me = node(me);
         let p = plan(&me, &alloc, &local);
-        prop_assert!(p.windows(2).all(|w| group(&w[0]) <= group(&w[1])), "{:?}", p);
+        prop_assert!((1..p.len()).all(|i| group(&p, i - 1) <= group(&p, i)), "{:?}", p);
         for (i, a) in p.iter().enumerate() {
             match a {
                 Action::Install(s) => {
                     prop_assert_eq!(p.get(i + 1), Some(&Action::Announce(s.clone())), "{:?}", p);
                 }
                 Action::Announce(s) => {
-                    prop_assert!(i > 0 && p[i - 1] == Action::Install(s.clone()), "{:?}", p);
+                    prop_assert!(
+                        i > 0 && (p[i - 1] == Action::Install(s.clone()) || p[i - 1] == Action::Renew(s.clone())),
+                        "{:?}", p
+                    );
                 }
                 _ => {}
             }
@@ -202,21 +227,30 @@ proptest! {
         prop_assert!(p.iter().filter(|a| !matches!(a, Action::Remove(_))).all(|a| !removed.contains(a.spec())));
     }
 
-    /// Only the holder announces or installs; a giver only renews.
+    /// Only the holder announces or installs; a giver only renews. A holder
+    /// announces what it installs, and what is present but not announced.
     #[test]
     fn only_the_holder_installs_and_announces(me in node_idx(), alloc in allocation(), local in local_view()) {
         let me = node(me);
         let m = model(&me, &alloc);
-        for a in plan(&me, &alloc, &local) {
-            match &a {
-                Action::Install(s) | Action::Announce(s) => {
+        let p = plan(&me, &alloc, &local);
+        for a in &p {
+            match a {
+                Action::Install(s) => {
                     prop_assert_eq!(&alloc.placements[s].holder, &me, "{}", a);
                     prop_assert!(!local.observed.contains(s), "{}", a);
+                }
+                Action::Announce(s) => {
+                    prop_assert_eq!(&alloc.placements[s].holder, &me, "{}", a);
+                    prop_assert!(!local.observed.contains(s) || !local.announced.contains(s), "{}", a);
                 }
                 Action::Renew(s) => prop_assert!(m.wanted.contains(s) && local.observed.contains(s), "{}", a),
                 Action::Remove(s) => prop_assert!(local.installed.contains(s) && !m.wanted.contains(s), "{}", a),
             }
         }
+        // Every held address ends up announced.
+        let next = after(&p, &local)?;
+        prop_assert!(m.held.iter().all(|s| next.announced.contains(s)), "{:?}", p);
     }
 
     /// An address observed but neither wanted nor recorded is never touched.
@@ -239,11 +273,7 @@ proptest! {
         let me = node(me);
         let m = model(&me, &alloc);
         let p = plan(&me, &alloc, &local);
-        let next = LocalView {
-            observed: execute(&p, &local.observed).map_err(TestCaseError::fail)?,
-            installed: installed_after(&p, &local.installed),
-            ..LocalView::default()
-        };
+        let next = after(&p, &local)?;
         let again = plan(&me, &alloc, &next);
         let expected: Vec<Action> = m
             .wanted
@@ -253,11 +283,7 @@ proptest! {
             .collect();
         prop_assert_eq!(&again, &expected);
         // And once more: a fixed point.
-        let next2 = LocalView {
-            observed: execute(&again, &next.observed).map_err(TestCaseError::fail)?,
-            installed: installed_after(&again, &next.installed),
-            ..LocalView::default()
-        };
+        let next2 = after(&again, &next)?;
         prop_assert_eq!(&next2, &next);
     }
 
@@ -291,6 +317,7 @@ proptest! {
                 if pl.holder == me {
                     prop_assert!(
                         acts == [&Action::Renew(s.clone())]
+                            || acts == [&Action::Renew(s.clone()), &Action::Announce(s.clone())]
                             || acts == [&Action::Install(s.clone()), &Action::Announce(s.clone())],
                         "holder {}: {} -> {:?}", me, s, acts
                     );
@@ -304,13 +331,15 @@ proptest! {
         }
     }
 
-    /// The wire as the lock: an unproven address is never installed or
-    /// announced, and the plan is otherwise exactly the plan without it.
+    /// The wire as the lock: an unproven address (one that is absent) is
+    /// never installed or announced, and the plan is otherwise exactly the
+    /// plan without it.
     #[test]
     fn unproven_addresses_wait_and_change_nothing_else(
         me in node_idx(), alloc in allocation(), local in local_view(), unproven in spec_set(),
     ) {
         let me = node(me);
+        let unproven: BTreeSet<AddrSpec> = unproven.difference(&local.observed).cloned().collect();
         let gated = LocalView { unproven: unproven.clone(), ..local.clone() };
         let with = plan(&me, &alloc, &gated);
         let without = plan(&me, &alloc, &local);

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use fechter_core::reconcile::{Action, LocalView, plan};
+use fechter_core::reconcile::{Action, LocalView, keep_announced, plan};
 use fechter_core::replica::Replica;
 use fechter_core::wire::MAX_PACKET;
 use fechter_core::{AddrSpec, NodeId};
@@ -87,6 +87,9 @@ pub struct SimNode {
     pub iface: BTreeSet<AddrSpec>,
     /// What the node recorded as installed by itself.
     pub installed: BTreeSet<AddrSpec>,
+    /// What its process announced since it became the holder (forgotten
+    /// on a crash, like the agent's).
+    pub announced: BTreeSet<AddrSpec>,
     /// The node's process does not run until then (see [`Sim::stall`]).
     pub stalled_until: Option<Instant>,
     /// Frames received on its interface (whatever the firewall then drops).
@@ -175,6 +178,7 @@ impl Sim {
                 incarnation,
                 iface: BTreeSet::new(),
                 installed: BTreeSet::new(),
+                announced: BTreeSet::new(),
                 stalled_until: None,
                 rx: 0,
                 lock: WireLock::new(self.timings.probe_window, self.timings.heartbeat_interval),
@@ -232,6 +236,7 @@ impl Sim {
         let n = self.nodes.get_mut(&NodeId::new(name))?;
         n.iface.clear();
         n.installed.clear();
+        n.announced.clear();
         n.engine.take().map(|e| e.replica().clone())
     }
 
@@ -362,10 +367,12 @@ impl Sim {
             if reconcile {
                 // The recording platform: execute the plan at once.
                 let wanted = wire_lock::wanted(&name, engine.allocation(), &node.iface, []);
+                keep_announced(&name, engine.allocation(), &mut node.announced);
                 let view = LocalView {
                     observed: node.iface.clone(),
                     installed: node.installed.clone(),
                     unproven: node.lock.unproven(now.at, &wanted),
+                    announced: node.announced.clone(),
                 };
                 for a in plan(&name, engine.allocation(), &view) {
                     match &a {
@@ -380,7 +387,9 @@ impl Sim {
                         Action::Renew(s) => {
                             node.installed.insert(s.clone());
                         }
-                        Action::Announce(_) => {}
+                        Action::Announce(s) => {
+                            node.announced.insert(s.clone());
+                        }
                     }
                     self.actions.push((now.at - self.start, name.clone(), a));
                 }

@@ -34,7 +34,7 @@ use fechter_cluster::persist::{DataDir, PersistError};
 use fechter_cluster::seal::{MAX_PAYLOAD_LEN, Opener, Sealer};
 use fechter_core::alloc::Allocation;
 use fechter_core::claim::Standing;
-use fechter_core::reconcile::{Action, LocalView, installed_after, plan, renewals};
+use fechter_core::reconcile::{Action, LocalView, installed_after, keep_announced, plan, renewals};
 use fechter_core::replica::{Admin, NodeRecord, Replica};
 use fechter_core::state::{AddError, AddressState, RemoveError};
 use fechter_core::{AddrSpec, NodeId};
@@ -690,32 +690,14 @@ impl Shell {
         };
         let alloc = self.engine.allocation().clone();
         let unproven = self.wire_unproven(now, &observed);
+        keep_announced(&me, &alloc, &mut self.announced);
         let view = LocalView {
             observed,
             installed: self.installed.clone(),
             unproven,
+            announced: self.announced.clone(),
         };
-        let mut actions = plan(&me, &alloc, &view);
-        // A holder announces an address it keeps but has not announced since
-        // it (again) became its holder: after a restart, or when a hand-off
-        // to another node was undone.
-        let holding: BTreeSet<&AddrSpec> = alloc
-            .placements
-            .iter()
-            .filter(|(_, p)| p.holder == me)
-            .map(|(s, _)| s)
-            .collect();
-        self.announced.retain(|a| holding.contains(a));
-        let extra: Vec<Action> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Renew(s) if holding.contains(s) && !self.announced.contains(s) => {
-                    Some(Action::Announce(s.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        actions.extend(extra);
+        let actions = plan(&me, &alloc, &view);
         // Write ahead: an address is recorded before it is installed, so a
         // crash in between never leaves an address this node forgets.
         let ahead: BTreeSet<AddrSpec> = self
