@@ -8,15 +8,15 @@
 //! the ring, fires the notify hooks ([`super::hooks`]) and counts what the
 //! metrics count ([`super::metrics`]). It never blocks.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use fechter_core::alloc::Allocation;
 use fechter_core::{AddrSpec, NodeId};
 use serde::{Deserialize, Serialize};
 
 use super::hooks::{HookEvent, Hooks};
 use super::metrics::Metrics;
+use super::reason::Reason;
 
 /// How many entries the ring keeps.
 pub const CAPACITY: usize = 1000;
@@ -31,28 +31,28 @@ pub enum What {
     },
     /// This node installed an address.
     Acquired {
-        address: String,
-        reason: String,
+        address: AddrSpec,
+        reason: Reason,
     },
     /// This node removed an address.
     Released {
-        address: String,
-        reason: String,
+        address: AddrSpec,
+        reason: Reason,
     },
     /// As standby, this node took the addresses of a silent holder.
     TookOver {
-        holder: String,
+        holder: NodeId,
         silence_ms: u64,
     },
     MemberUp {
-        member: String,
+        member: NodeId,
     },
     MemberDown {
-        member: String,
+        member: NodeId,
     },
     /// This node recognises a new leader (`None`: none).
     LeaderChanged {
-        leader: Option<String>,
+        leader: Option<NodeId>,
     },
     /// A health check changed state.
     Health {
@@ -69,7 +69,7 @@ pub enum What {
     /// Another machine (`mac`) answers for an address this node holds;
     /// `kept`: this node kept it (it hears a majority) or yielded it.
     Conflict {
-        address: String,
+        address: AddrSpec,
         mac: String,
         kept: bool,
         standing: String,
@@ -224,82 +224,6 @@ impl Entry {
     }
 }
 
-/// Why this node acquires `spec`: `prev` is the allocation of the previous
-/// reconcile, `now` the current one, `took_over` the holders this node took
-/// over from since then, `reinstall` whether it already held `spec`.
-pub fn acquire_reason(
-    spec: &AddrSpec,
-    me: &NodeId,
-    prev: &Allocation,
-    now: &Allocation,
-    took_over: &BTreeSet<NodeId>,
-    reinstall: bool,
-) -> String {
-    if reinstall {
-        return "restored: it was missing from the interface".into();
-    }
-    if let Some(g) = now
-        .placements
-        .get(spec)
-        .and_then(|p| p.handoff_from.as_ref())
-    {
-        return format!("hand-off from {g}");
-    }
-    match prev.placements.get(spec).map(|p| &p.holder) {
-        Some(h) if h != me && took_over.contains(h) => format!("takeover from {h}"),
-        Some(h) if h != me => format!("moved from {h}"),
-        _ => "assigned".into(),
-    }
-}
-
-/// What this node knows of itself when it releases an address.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Releasing {
-    /// It sees no majority and fences.
-    pub fenced: bool,
-    /// The address is still managed.
-    pub assignable: bool,
-    /// It is shutting down (its record says leaving).
-    pub leaving: bool,
-}
-
-/// Why this node releases `spec` (see [`acquire_reason`]).
-pub fn release_reason(
-    spec: &AddrSpec,
-    me: &NodeId,
-    prev: &Allocation,
-    now: &Allocation,
-    how: Releasing,
-) -> String {
-    if how.fenced {
-        return "fence: no quorum".into();
-    }
-    if !how.assignable {
-        return "address removed".into();
-    }
-    let was = prev.placements.get(spec);
-    let handing = was.is_some_and(|w| w.handoff_from.as_ref() == Some(me));
-    let p = now.placements.get(spec);
-    if how.leaving && !(handing && p.is_some()) {
-        // Stopping with nobody to hand it to (a minority's last machine):
-        // whatever the view names, the address goes nowhere.
-        return "shutdown".into();
-    }
-    let Some(p) = p else {
-        return "no node may hold it".into();
-    };
-    if p.holder == *me {
-        return "stale copy".into();
-    }
-    if handing {
-        format!("hand-off to {}", p.holder)
-    } else if was.is_some_and(|w| w.holder == *me) && p.standby.is_none() {
-        format!("taken over by {}", p.holder)
-    } else {
-        format!("moved to {}", p.holder)
-    }
-}
-
 /// Where the agent loop reports what happened: the ring, the hooks, the
 /// metrics.
 pub struct Observer {
@@ -330,24 +254,23 @@ impl Observer {
         match &what {
             What::Acquired { address, reason } | What::Released { address, reason } => {
                 let acquired = matches!(what, What::Acquired { .. });
-                if reason.starts_with("hand-off") {
+                if reason.is_handoff() {
                     self.metrics
                         .handoff(if acquired { "received" } else { "given" });
                 }
-                let spec = address.parse::<AddrSpec>().ok();
                 self.hooks.fire(HookEvent {
                     event: if acquired { "acquire" } else { "release" },
-                    address: address.clone(),
-                    ip: spec.as_ref().map(|s| s.ip.to_string()).unwrap_or_default(),
-                    iface: spec.map(|s| s.iface).unwrap_or_default(),
-                    reason: reason.clone(),
+                    address: address.to_string(),
+                    ip: address.ip.to_string(),
+                    iface: address.iface.clone(),
+                    reason: reason.to_string(),
                     node: self.node.to_string(),
                     leader: leader.unwrap_or_default(),
                 });
             }
             What::TookOver { silence_ms, .. } => self.metrics.took_over(*silence_ms),
             What::LeaderChanged { leader } => {
-                self.leader = leader.as_deref().map(NodeId::new);
+                self.leader = leader.clone();
                 self.hooks.fire(HookEvent {
                     event: "leader",
                     address: String::new(),
@@ -355,7 +278,7 @@ impl Observer {
                     iface: String::new(),
                     reason: "leader changed".into(),
                     node: self.node.to_string(),
-                    leader: leader.clone().unwrap_or_default(),
+                    leader: leader.as_ref().map(ToString::to_string).unwrap_or_default(),
                 });
             }
             What::Health { check, passing } => self.metrics.health(check, *passing),
@@ -372,12 +295,11 @@ impl Observer {
                 address, mac, kept, ..
             } => {
                 self.metrics.conflict(*kept);
-                let spec = address.parse::<AddrSpec>().ok();
                 self.hooks.fire(HookEvent {
                     event: "conflict",
-                    address: address.clone(),
-                    ip: spec.as_ref().map(|s| s.ip.to_string()).unwrap_or_default(),
-                    iface: spec.map(|s| s.iface).unwrap_or_default(),
+                    address: address.to_string(),
+                    ip: address.ip.to_string(),
+                    iface: address.iface.clone(),
                     reason: format!(
                         "{mac} answers for it; {}",
                         if *kept { "kept" } else { "yielded" }
@@ -407,10 +329,11 @@ impl Observer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fechter_core::alloc::Placement;
 
     fn member(n: &str) -> What {
-        What::MemberUp { member: n.into() }
+        What::MemberUp {
+            member: NodeId::new(n),
+        }
     }
 
     #[test]
@@ -459,8 +382,8 @@ mod tests {
             .push(
                 1_700_000_000_123,
                 What::Acquired {
-                    address: "eth0:198.51.100.10/24".into(),
-                    reason: "takeover from ws-2".into(),
+                    address: "eth0:198.51.100.10/24".parse().unwrap(),
+                    reason: Reason::TakeoverFrom(NodeId::new("ws-2")),
                 },
             )
             .clone();
@@ -482,98 +405,5 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(utc(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
-    }
-
-    fn alloc(entries: &[(&AddrSpec, &str, Option<&str>, Option<&str>)]) -> Allocation {
-        let mut a = Allocation::default();
-        for (s, h, sb, from) in entries {
-            a.placements.insert(
-                (*s).clone(),
-                Placement {
-                    holder: NodeId::new(*h),
-                    standby: sb.map(NodeId::new),
-                    handoff_from: from.map(NodeId::new),
-                },
-            );
-        }
-        a
-    }
-
-    #[test]
-    fn reasons_name_takeovers_hand_offs_and_fences() {
-        let s: AddrSpec = "eth0:198.51.100.10/24".parse().unwrap();
-        let me = NodeId::new("a");
-        let none = BTreeSet::new();
-        let b: BTreeSet<NodeId> = [NodeId::new("b")].into();
-        let before = alloc(&[(&s, "b", Some("a"), None)]);
-        let mine = alloc(&[(&s, "a", None, None)]);
-        assert_eq!(
-            acquire_reason(&s, &me, &before, &mine, &b, false),
-            "takeover from b"
-        );
-        assert_eq!(
-            acquire_reason(&s, &me, &before, &mine, &none, false),
-            "moved from b"
-        );
-        let handed = alloc(&[(&s, "a", Some("b"), Some("b"))]);
-        assert_eq!(
-            acquire_reason(&s, &me, &before, &handed, &none, false),
-            "hand-off from b"
-        );
-        let empty = Allocation::default();
-        assert_eq!(
-            acquire_reason(&s, &me, &empty, &mine, &none, false),
-            "assigned"
-        );
-        assert!(acquire_reason(&s, &me, &mine, &mine, &none, true).starts_with("restored"));
-
-        let kept = Releasing {
-            assignable: true,
-            ..Releasing::default()
-        };
-        let giving = alloc(&[(&s, "b", Some("a"), Some("a"))]);
-        let given = alloc(&[(&s, "b", Some("a"), None)]);
-        assert_eq!(
-            release_reason(&s, &me, &giving, &given, kept),
-            "hand-off to b"
-        );
-        assert_eq!(
-            release_reason(
-                &s,
-                &me,
-                &mine,
-                &empty,
-                Releasing {
-                    fenced: true,
-                    ..kept
-                }
-            ),
-            "fence: no quorum"
-        );
-        assert_eq!(
-            release_reason(&s, &me, &mine, &empty, Releasing::default()),
-            "address removed"
-        );
-        let taken = alloc(&[(&s, "b", None, None)]);
-        assert_eq!(
-            release_reason(&s, &me, &mine, &taken, kept),
-            "taken over by b"
-        );
-        assert_eq!(release_reason(&s, &me, &mine, &given, kept), "moved to b");
-        let leaving = Releasing {
-            leaving: true,
-            ..kept
-        };
-        assert_eq!(
-            release_reason(&s, &me, &giving, &given, leaving),
-            "hand-off to b",
-            "a leaving node that hands off says so"
-        );
-        let orphaned = alloc(&[(&s, "gone", None, None)]);
-        assert_eq!(
-            release_reason(&s, &me, &mine, &orphaned, leaving),
-            "shutdown",
-            "a leaving node that hands off to nobody says it stops"
-        );
     }
 }

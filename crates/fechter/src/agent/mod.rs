@@ -17,6 +17,7 @@ pub mod linux;
 pub mod metrics;
 pub mod net;
 pub mod platform;
+pub mod reason;
 mod requests;
 pub mod server;
 pub mod store;
@@ -580,8 +581,7 @@ impl Shell {
             match ev {
                 Event::MemberUp(id) => {
                     tracing::info!(member = %id.node, addr = %id.addr, "member up");
-                    let member = id.node.to_string();
-                    self.obs.note(t, What::MemberUp { member });
+                    self.obs.note(t, What::MemberUp { member: id.node });
                     // A member came (back): after a partition heals, clients
                     // on the other side may still point at a stale MAC, so
                     // every held address is announced again.
@@ -590,8 +590,7 @@ impl Shell {
                 }
                 Event::MemberDown(id) => {
                     tracing::warn!(member = %id.node, "member down");
-                    let member = id.node.to_string();
-                    self.obs.note(t, What::MemberDown { member });
+                    self.obs.note(t, What::MemberDown { member: id.node });
                 }
                 Event::Joined => {
                     joined = true;
@@ -600,21 +599,13 @@ impl Shell {
                 Event::Isolated => tracing::warn!("no live peer: isolated"),
                 Event::LeaderChanged(l) => {
                     tracing::info!(leader = l.as_ref().map(NodeId::as_str), "leader");
-                    let leader = l.as_ref().map(ToString::to_string);
-                    self.obs.note(t, What::LeaderChanged { leader });
+                    self.obs.note(t, What::LeaderChanged { leader: l });
                 }
                 Event::TookOver { holder, silence } => {
                     tracing::warn!(%holder, ?silence, "holder unheard: took over its addresses");
                     let silence_ms = silence.as_millis() as u64;
-                    let h = holder.to_string();
-                    self.obs.note(
-                        t,
-                        What::TookOver {
-                            holder: h,
-                            silence_ms,
-                        },
-                    );
-                    self.took_over.insert(holder);
+                    self.took_over.insert(holder.clone());
+                    self.obs.note(t, What::TookOver { holder, silence_ms });
                 }
                 Event::Published(meta) => {
                     tracing::debug!(
@@ -720,8 +711,17 @@ impl Shell {
                     match a {
                         Action::Install(s) | Action::Remove(s) => {
                             let what = self.why(a, &alloc);
-                            tracing::info!(address = %s, reason = %what.1, "{}", if matches!(a, Action::Install(_)) { "acquired" } else { "released" });
-                            self.obs.note(now.wall_ms, what.0);
+                            if let What::Acquired { reason, .. } | What::Released { reason, .. } =
+                                &what
+                            {
+                                let verb = if matches!(a, Action::Install(_)) {
+                                    "acquired"
+                                } else {
+                                    "released"
+                                };
+                                tracing::info!(address = %s, %reason, "{verb}");
+                            }
+                            self.obs.note(now.wall_ms, what);
                         }
                         Action::Announce(s) => {
                             self.obs.metrics.announced();
@@ -785,51 +785,30 @@ impl Shell {
         ok
     }
 
-    /// The history entry for an install or remove, and its reason.
-    fn why(&self, action: &Action, alloc: &Allocation) -> (What, String) {
+    /// The history entry for an install or remove.
+    fn why(&self, action: &Action, alloc: &Allocation) -> What {
         let me = &self.engine.id().node;
         let prev = &self.last_alloc;
-        match action {
-            Action::Install(s) => {
-                let reinstall = self.installed.contains(s);
-                let reason = events::acquire_reason(s, me, prev, alloc, &self.took_over, reinstall);
-                let address = s.to_string();
-                (
-                    What::Acquired {
-                        address,
-                        reason: reason.clone(),
-                    },
-                    reason,
-                )
-            }
-            _ => {
-                let s = match action {
-                    Action::Remove(s) | Action::Renew(s) | Action::Announce(s) => s,
-                    Action::Install(_) => unreachable!(),
-                };
-                let assignable = self
-                    .engine
-                    .replica()
-                    .addresses
-                    .assignable()
-                    .into_iter()
-                    .any(|(_, x)| x == *s);
-                let how = events::Releasing {
-                    fenced: self.engine.fenced(),
-                    assignable,
-                    leaving: self.engine.leaving(),
-                };
-                let reason = events::release_reason(s, me, prev, alloc, how);
-                let address = s.to_string();
-                (
-                    What::Released {
-                        address,
-                        reason: reason.clone(),
-                    },
-                    reason,
-                )
-            }
+        let address = action.spec().clone();
+        if let Action::Install(s) = action {
+            let reinstall = self.installed.contains(s);
+            let reason = reason::acquire(s, me, prev, alloc, &self.took_over, reinstall);
+            return What::Acquired { address, reason };
         }
+        let assignable = self
+            .engine
+            .replica()
+            .addresses
+            .assignable()
+            .into_iter()
+            .any(|(_, x)| x == address);
+        let how = reason::Releasing {
+            fenced: self.engine.fenced(),
+            assignable,
+            leaving: self.engine.leaving(),
+        };
+        let reason = reason::release(&address, me, prev, alloc, how);
+        What::Released { address, reason }
     }
 
     /// Removes every address this node installed (shutdown).
@@ -844,8 +823,9 @@ impl Shell {
                 tracing::warn!(address = %a, "cannot remove: {e}");
             } else {
                 tracing::info!(address = %a, "released");
-                let (address, reason) = (a.to_string(), "shutdown".to_string());
-                self.obs.note(wall_ms, What::Released { address, reason });
+                let reason = reason::Reason::Shutdown;
+                self.obs
+                    .note(wall_ms, What::Released { address: a, reason });
             }
         }
         self.dir.save_json(INSTALLED_FILE, &self.installed)

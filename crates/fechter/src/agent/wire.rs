@@ -16,6 +16,7 @@ use fechter_core::reconcile::Action;
 
 use super::events::What;
 use super::platform::{Platform, WireClaim};
+use super::reason::Reason;
 use super::{INSTALLED_FILE, Shell};
 
 /// The shell's wire state.
@@ -275,7 +276,7 @@ impl Shell {
         let standing = self.engine.standing();
         let action = self.wire.lock.conflict(now.at, &spec, standing);
         let mac = mac_text(c.mac);
-        let address = spec.to_string();
+        let address = &spec;
         match action {
             ConflictAction::Keep => return,
             ConflictAction::Defend => {
@@ -299,10 +300,8 @@ impl Shell {
                 self.obs.note(
                     now.wall_ms,
                     What::Released {
-                        address: address.clone(),
-                        reason: format!(
-                            "conflict: {mac} answers for it and this node hears no majority"
-                        ),
+                        address: spec.clone(),
+                        reason: Reason::Conflict { mac: mac.clone() },
                     },
                 );
             }
@@ -311,7 +310,7 @@ impl Shell {
         self.obs.note(
             now.wall_ms,
             What::Conflict {
-                address,
+                address: spec.clone(),
                 mac,
                 kept,
                 standing: standing_text(standing).to_string(),
