@@ -108,6 +108,20 @@ impl Engine {
         }
     }
 
+    /// This node and every live peer as of the last heartbeat tick: the
+    /// liveness decisions use, for status and metrics to show.
+    pub fn alive(&self) -> BTreeSet<NodeId> {
+        let mut out: BTreeSet<NodeId> = self
+            .live_peers(Now {
+                at: self.last_tick,
+                wall_ms: 0,
+            })
+            .into_keys()
+            .collect();
+        out.insert(self.cfg.me.node.clone());
+        out
+    }
+
     /// Where to reach every live peer, as of the last heartbeat tick.
     pub(super) fn peer_addrs(&self) -> Vec<SocketAddr> {
         self.live_peers(Now {

@@ -205,11 +205,12 @@ impl Metrics {
     /// Mirrors the engine's state into the gauges and drop counters.
     pub fn refresh(&self, engine: &Engine, opener: &Opener, held: usize) {
         let me = &engine.id().node;
+        let live = engine.alive();
         let (mut alive, mut dead) = (0, 0);
         {
             let r = engine.replica();
             for n in r.counted_nodes().map(|n| &n.id) {
-                if n == me || engine.members().contains_key(n) {
+                if live.contains(n) {
                     alive += 1;
                 } else {
                     dead += 1;

@@ -130,7 +130,8 @@ impl Shell {
     pub(super) fn status(&self) -> StatusReport {
         let r = self.engine.replica();
         let me = &self.engine.id().node;
-        let alive = |id: &NodeId| id == me || self.engine.members().contains_key(id);
+        let live = self.engine.alive();
+        let alive = |id: &NodeId| live.contains(id);
         let el = self.engine.eligibility();
         // Forgotten nodes (`fechter forget`) are not members any more.
         let members = r
