@@ -2,7 +2,15 @@
 //! requests (add/remove an address, up/down, forget, events, reload) and
 //! the status report.
 
+use std::collections::BTreeMap;
+
+use fechter_core::NodeId;
+use fechter_core::claim::Standing;
+use fechter_core::replica::Admin;
+use fechter_core::state::{AddError, AddressState, RemoveError};
+
 use super::*;
+use crate::control::{AddressStatus, MemberStatus, StatusReport};
 
 /// Re-reads the configuration; applies what can change live (without
 /// moving any address), refuses restart-only changes, keeps everything on
