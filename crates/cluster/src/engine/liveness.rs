@@ -56,7 +56,7 @@ impl Engine {
                 *at = (*at + late).min(now.at);
             }
         }
-        if stall > t.heartbeat_interval * 4 {
+        if stall > t.stall_distrust() {
             // Long enough to distrust the view it woke up with: do not lead
             // on it.
             self.lead_after = now.at + t.lead_grace;
@@ -95,6 +95,48 @@ impl Engine {
         }
         if self.dirty {
             self.settle(now);
+        }
+    }
+
+    /// A heartbeat from `node` (incarnation `incarnation`) at `from`: it is
+    /// alive; a restart takes its addresses at once; a holder heard again
+    /// after a silence is told of the takeover and of what this node holds.
+    pub(super) fn heard_heartbeat(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        node: NodeId,
+        incarnation: u64,
+    ) {
+        let was_silent = self.duty.last_heard.get(&node).is_none_or(|t| {
+            now.at.saturating_duration_since(*t) > self.cfg.timings.heartbeat_timeout
+        });
+        let restarted = self
+            .heard
+            .get(&node)
+            .is_some_and(|(_, inc)| incarnation > *inc);
+        self.heard.insert(node.clone(), (from, incarnation));
+        self.duty.last_heard.insert(node.clone(), now.at);
+        *self.heard_since_tick.entry(node.clone()).or_insert(0) += 1;
+        if restarted {
+            // The holder restarted: whatever it held is gone with its
+            // old process (or will be): take over at once.
+            self.take_over_from(now, &[node]);
+            return;
+        }
+        let me = &self.cfg.me.node;
+        if was_silent
+            && self.standing.quorate()
+            && self.duty.takeovers().contains(&(node.clone(), me.clone()))
+        {
+            // A holder we took over from is heard again: tell it at
+            // once, so it does not serve the addresses beside us.
+            self.send_takeover_notices(now);
+        }
+        if was_silent {
+            // It may have served some of our addresses meanwhile (as
+            // a minority): confirm what we hold, so it lets go.
+            self.confirm_to(from);
         }
     }
 
@@ -183,7 +225,7 @@ impl Engine {
     }
 
     pub(super) fn took_over(&mut self, now: Now, holders: &[NodeId]) {
-        let settle = self.cfg.timings.heartbeat_interval * 2;
+        let settle = self.cfg.timings.takeover_settle();
         for h in holders {
             let silence = self
                 .duty
@@ -312,7 +354,7 @@ impl Engine {
         let due = self.standing.quorate()
             && self
                 .last_takeover_notice
-                .is_some_and(|t| now.at.saturating_duration_since(t) >= Duration::from_millis(500));
+                .is_some_and(|t| now.at.saturating_duration_since(t) >= TAKEOVER_RESEND);
         if due {
             self.send_takeover_notices(now);
         }

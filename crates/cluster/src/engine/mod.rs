@@ -72,6 +72,7 @@ mod timings;
 
 pub use swim::Id;
 use swim::*;
+use timings::{CONFIRM_CHUNK, TAKEOVER_RESEND};
 pub use timings::{EngineConfig, Quorum, Timings};
 
 /// The time, as the shell read it: a monotonic instant for timers and the
@@ -353,41 +354,13 @@ impl Engine {
                 from: node,
                 incarnation,
             } => {
-                let was_silent = self.duty.last_heard.get(&node).is_none_or(|t| {
-                    now.at.saturating_duration_since(*t) > self.cfg.timings.heartbeat_timeout
-                });
-                let restarted = self
-                    .heard
-                    .get(&node)
-                    .is_some_and(|(_, inc)| incarnation > *inc);
-                self.heard.insert(node.clone(), (from, incarnation));
-                self.duty.last_heard.insert(node.clone(), now.at);
-                *self.heard_since_tick.entry(node.clone()).or_insert(0) += 1;
-                if restarted {
-                    // The holder restarted: whatever it held is gone with its
-                    // old process (or will be): take over at once.
-                    self.take_over_from(now, &[node]);
-                    return;
-                }
-                let me = &self.cfg.me.node;
-                if was_silent
-                    && self.standing.quorate()
-                    && self.duty.takeovers().contains(&(node.clone(), me.clone()))
-                {
-                    // A holder we took over from is heard again: tell it at
-                    // once, so it does not serve the addresses beside us.
-                    self.send_takeover_notices(now);
-                }
-                if was_silent {
-                    // It may have served some of our addresses meanwhile (as
-                    // a minority): confirm what we hold, so it lets go.
-                    self.confirm_to(from);
-                }
-                return; // the hot path: nothing else to settle
+                // The hot path: nothing else to settle.
+                self.heard_heartbeat(now, from, node, incarnation);
+                return;
             }
             Packet::Takeover { holder, by, table } => {
                 let s = self.shared.borrow();
-                let settle = self.cfg.timings.heartbeat_interval * 2;
+                let settle = self.cfg.timings.takeover_settle();
                 self.duty.takeover_reported(
                     holder,
                     by,

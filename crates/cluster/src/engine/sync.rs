@@ -21,7 +21,7 @@ impl Engine {
         if fresh.is_empty() {
             return;
         }
-        for chunk in fresh.chunks(32) {
+        for chunk in fresh.chunks(CONFIRM_CHUNK) {
             let payload = wire::encode(&Packet::HandoffDone {
                 by: me.clone(),
                 specs: chunk.to_vec(),
@@ -40,7 +40,7 @@ impl Engine {
     pub(super) fn confirm_to(&mut self, to: SocketAddr) {
         let me = self.cfg.me.node.clone();
         let held: Vec<AddrSpec> = self.duty.confirmed.iter().cloned().collect();
-        for chunk in held.chunks(32) {
+        for chunk in held.chunks(CONFIRM_CHUNK) {
             self.out.push_back(Transmit {
                 to,
                 payload: wire::encode(&Packet::HandoffDone {

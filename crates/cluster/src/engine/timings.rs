@@ -75,7 +75,27 @@ pub struct Timings {
     pub probe_window: Duration,
 }
 
+/// How often takeover notices are repeated while in force (one may be
+/// lost).
+pub(super) const TAKEOVER_RESEND: Duration = Duration::from_millis(500);
+
+/// Addresses per hand-off confirmation datagram (well within the seal's
+/// payload limit for the longest specs).
+pub(super) const CONFIRM_CHUNK: usize = 32;
+
 impl Timings {
+    /// How long a takeover waits for the table that records it before a
+    /// node that reported it is believed (two heartbeat ticks).
+    pub(super) fn takeover_settle(&self) -> Duration {
+        self.heartbeat_interval * 2
+    }
+
+    /// A stall longer than this (four heartbeat ticks) makes a node
+    /// distrust the view it woke up with: it does not lead on it.
+    pub(super) fn stall_distrust(&self) -> Duration {
+        self.heartbeat_interval * 4
+    }
+
     pub(crate) fn duty(&self) -> DutyTimings {
         DutyTimings {
             heartbeat_interval: self.heartbeat_interval,
