@@ -12,23 +12,28 @@
 //!
 //! Only 198.18.0.0/24 addresses, only inside the lab's namespaces.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fechter_linux::lab::{self, Lab};
+use fechter_linux::lab::{self, Lab, PingOptions, Pinger};
 
 use crate::cli::DemoArgs;
 use crate::control::{self, Request, Response, StatusReport};
+use crate::lab_agent::{AgentLauncher, LabAgent};
 
 /// The two addresses the demo adds.
 const ADDRESSES: [&str; 2] = ["eth0:198.18.0.50/24", "eth0:198.18.0.51/24"];
+
+/// The client's pinger: `ping -D -i 0.01`, stopping by itself after 120 s.
+const PING: PingOptions = PingOptions {
+    interval: Duration::from_millis(10),
+    deadline_secs: 120,
+    unix_times: true,
+};
 
 /// Set by SIGINT, SIGTERM or SIGHUP.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -149,19 +154,11 @@ fn wait_for<T>(
     every: Duration,
     mut check: impl FnMut() -> Option<T>,
 ) -> Result<T, String> {
-    let start = Instant::now();
-    let rounds = limit.as_millis() / every.as_millis().max(1) + 2;
-    for _ in 0..rounds {
-        check_interrupted()?;
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        if start.elapsed() >= limit {
-            break;
-        }
-        std::thread::sleep(every);
-    }
-    Err(format!("timed out after {limit:?} waiting for {what}"))
+    lab::poll(limit, every, || match check_interrupted() {
+        Ok(()) => check().map(Ok),
+        Err(e) => Some(Err(e)),
+    })
+    .unwrap_or_else(|| Err(format!("timed out after {limit:?} waiting for {what}")))
 }
 
 /// `84 ms` or `2.10 s`.
@@ -171,12 +168,6 @@ fn human(d: Duration) -> String {
     } else {
         format!("{:.2} s", d.as_secs_f64())
     }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn step(text: &str) {
@@ -190,109 +181,10 @@ fn ip_of(spec: &str) -> IpAddr {
         .ip
 }
 
-/// One agent in a lab namespace.
-struct DemoAgent {
-    node: usize,
-    socket: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl DemoAgent {
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for DemoAgent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// `ping -D -i 0.01` from the client; records when answers came.
-struct DemoPinger {
-    child: Option<Child>,
-    reader: Option<JoinHandle<()>>,
-    replies: Arc<Mutex<Vec<f64>>>,
-}
-
-impl DemoPinger {
-    fn start(lab: &Lab, ip: IpAddr) -> Result<DemoPinger, String> {
-        let mut cmd = lab.command(&lab.client_ns(), "ping");
-        cmd.args(["-n", "-D", "-i", "0.01", "-W", "1", "-w", "120"])
-            .arg(ip.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        fechter_linux::lab::guard_child(&mut cmd);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start ping in the client: {e}"))?;
-        let stdout = child.stdout.take().ok_or("ping has no stdout")?;
-        let replies = Arc::new(Mutex::new(Vec::new()));
-        let sink = replies.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                // "[1700000000.123456] 64 bytes from 198.18.0.50: icmp_seq=1 ..."
-                let stamp = line
-                    .contains(" bytes from ")
-                    .then(|| line.strip_prefix('['))
-                    .flatten()
-                    .and_then(|l| l.split(']').next())
-                    .and_then(|t| t.parse::<f64>().ok());
-                if let Some(t) = stamp {
-                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(t);
-                }
-            }
-        });
-        Ok(DemoPinger {
-            child: Some(child),
-            reader: Some(reader),
-            replies,
-        })
-    }
-
-    fn replies(&self) -> Vec<f64> {
-        self.replies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-    }
-}
-
-impl Drop for DemoPinger {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The longest time between two consecutive answers.
-fn longest_gap(replies: &[f64]) -> Duration {
-    replies
-        .windows(2)
-        .map(|w| Duration::from_secs_f64((w[1] - w[0]).max(0.0)))
-        .max()
-        .unwrap_or(Duration::ZERO)
-}
-
 struct Demo {
     // Cleaned up in this order: pinger, agents, lab, files.
-    agents: Vec<DemoAgent>,
-    pinger: Option<DemoPinger>,
+    agents: Vec<LabAgent>,
+    pinger: Option<Pinger>,
     lab: Option<Lab>,
     dir: Option<PathBuf>,
     nodes: usize,
@@ -351,8 +243,14 @@ impl Demo {
             std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
         let t = Instant::now();
         step(&format!("starting {n} agents ({}) ... ", exe.display()));
+        let launcher = AgentLauncher::new(&exe, &key, &dir);
         for node in 0..n {
-            let agent = self.spawn_agent(&exe, &dir, &key, node)?;
+            let attach = if node > 0 {
+                vec![self.lab().node_ipv4(0)]
+            } else {
+                Vec::new()
+            };
+            let agent = launcher.start(self.lab(), node, &attach, &[])?;
             self.agents.push(agent);
             let socket = self.agents[node].socket.clone();
             wait_for(
@@ -395,12 +293,14 @@ impl Demo {
         let victim = holders[0];
         let vip = ip_of(ADDRESSES[0]);
         let client = self.lab().client_ns();
-        self.pinger = Some(DemoPinger::start(self.lab(), vip)?);
+        let pinger = Pinger::start(self.lab(), &client, vip, &PING)
+            .map_err(|e| format!("cannot start ping in the client: {e}"))?;
+        self.pinger = Some(pinger);
         wait_for(
             &format!("the client's first answers from {vip}"),
             Duration::from_secs(5),
             Duration::from_millis(10),
-            || (self.pinger.as_ref()?.replies().len() >= 20).then_some(()),
+            || (self.pinger.as_ref()?.count() >= 20).then_some(()),
         )?;
         let mac_before = self
             .lab()
@@ -417,22 +317,15 @@ impl Demo {
         self.lab()
             .set_link(victim, false)
             .map_err(|e| e.to_string())?;
-        let killed_at = unix_now();
+        let killed_at = lab::unix_now();
         println!("done");
 
-        let answered = wait_for(
+        let back = wait_for(
             &format!("{vip} to answer again"),
             Duration::from_secs(10),
             Duration::from_millis(5),
-            || {
-                let replies = self.pinger.as_ref()?.replies();
-                replies.iter().any(|&t| t > killed_at).then_some(replies)
-            },
+            || self.pinger.as_ref()?.report().answer_after(killed_at),
         )?;
-        let back = answered
-            .iter()
-            .find(|&&t| t > killed_at)
-            .map_or(Duration::ZERO, |t| Duration::from_secs_f64(t - killed_at));
         let survivors: Vec<usize> = (0..n).filter(|&k| k != victim).collect();
         let new_holders = self.wait_placed(&survivors, Some(victim), Duration::from_secs(10))?;
         let new_holder = new_holders[0];
@@ -454,15 +347,11 @@ impl Demo {
             Duration::from_millis(20),
             || (Instant::now() >= seen_until).then_some(()),
         )?;
-        let replies = self
+        // The pinger is killed as it is dropped, after its report.
+        let outage = self
             .pinger
-            .as_ref()
-            .map(DemoPinger::replies)
-            .unwrap_or_default();
-        if let Some(p) = self.pinger.as_mut() {
-            p.stop();
-        }
-        let outage = longest_gap(&replies);
+            .take()
+            .map_or(Duration::ZERO, |p| p.report().longest_gap());
         println!(
             "{vip} answers again, now from n{new_holder}: first answer {} after the kill",
             human(back)
@@ -527,54 +416,6 @@ impl Demo {
         Ok(lab::format_mac(m))
     }
 
-    fn spawn_agent(
-        &self,
-        exe: &Path,
-        dir: &Path,
-        key: &Path,
-        node: usize,
-    ) -> Result<DemoAgent, String> {
-        let lab = self.lab();
-        let base = dir.join(format!("n{node}"));
-        std::fs::create_dir_all(&base)
-            .map_err(|e| format!("cannot create {}: {e}", base.display()))?;
-        let socket = base.join("control.sock");
-        let log = base.join("agent.log");
-        let file = std::fs::File::create(&log)
-            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let err_file = file
-            .try_clone()
-            .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
-        let mut cmd = lab.command(&lab.ns_name(node), &exe.to_string_lossy());
-        cmd.arg("agent")
-            .args(["--node-id", &format!("n{node}")])
-            .args(["--listen", &lab.node_ipv4(node).to_string()])
-            .arg("--data-dir")
-            .arg(base.join("data"))
-            .arg("--key-file")
-            .arg(key)
-            .arg("--control-socket")
-            .arg(&socket);
-        if node > 0 {
-            cmd.args(["--attach", &lab.node_ipv4(0).to_string()]);
-        }
-        cmd.env_remove("FECHTER_SOCKET")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(err_file);
-        fechter_linux::lab::guard_child(&mut cmd);
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start agent n{node}: {e}"))?;
-        Ok(DemoAgent {
-            node,
-            socket,
-            log,
-            child: Some(child),
-        })
-    }
-
     fn call(&self, node: usize, req: Request) -> Result<(), String> {
         match control::call(&self.agents[node].socket, &req).map_err(|e| e.to_string())? {
             Response::Ok { .. } => Ok(()),
@@ -633,33 +474,18 @@ impl Demo {
                         };
                         let h = holder_in(&reports[0])?;
                         let agree = reports.iter().all(|r| holder_in(r) == Some(h));
-                        (agree && Some(h) != dead && self.carries(h, ip)).then_some(h)
+                        let carries = self.lab().carries(h, ip).unwrap_or(false);
+                        (agree && Some(h) != dead && carries).then_some(h)
                     })
                     .collect()
             },
         )
     }
 
-    /// Whether `node`'s eth0 carries `ip`.
-    fn carries(&self, node: usize, ip: IpAddr) -> bool {
-        self.lab()
-            .ip(
-                &self.lab().ns_name(node),
-                &["-br", "addr", "show", "dev", "eth0"],
-            )
-            .is_ok_and(|out| {
-                out.split_whitespace()
-                    .filter_map(|w| w.split('/').next()?.parse::<IpAddr>().ok())
-                    .any(|a| a == ip)
-            })
-    }
-
     /// The end of every agent's log (after an error).
     fn print_logs(&self) {
         for a in &self.agents {
-            let text = std::fs::read_to_string(&a.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(8)..];
+            let tail = a.log_lines(8);
             if !tail.is_empty() {
                 println!("last lines of agent n{}'s log:", a.node);
                 for l in tail {
@@ -673,9 +499,7 @@ impl Demo {
     /// Idempotent.
     fn cleanup(&mut self) {
         let had_something = self.lab.is_some() || !self.agents.is_empty() || self.dir.is_some();
-        if let Some(mut p) = self.pinger.take() {
-            p.stop();
-        }
+        drop(self.pinger.take());
         let agents = self.agents.len();
         for a in &mut self.agents {
             a.kill();

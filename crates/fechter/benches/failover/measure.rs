@@ -2,89 +2,23 @@
 //! neighbour cache; and the CPU and memory of a process.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fechter_linux::lab::Lab;
+use fechter_linux::lab::{Lab, LineReader, PingOptions, Pinger};
 
-use crate::e2e_support::{guard_child as guard, interrupt_and_reap, poll};
-
-/// The client's echo interval (issue 7: every 5 ms).
-pub const ECHO_EVERY: &str = "0.005";
-/// The longest a probe runs (`ping -w`), whatever happens to the bench.
-const PROBE_LIMIT_SECS: u32 = 120;
-
-/// A line reader on a child's stdout that stamps each line with the
-/// monotonic time it was read.
-struct Reader {
-    child: Option<Child>,
-    thread: Option<JoinHandle<()>>,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
-}
-
-impl Reader {
-    fn spawn(mut cmd: Command, keep: fn(&str) -> bool) -> Result<Reader, String> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        guard(&mut cmd);
-        let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let thread = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if keep(&line) {
-                    let at = Instant::now();
-                    sink.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((at, line));
-                }
-            }
-        });
-        Ok(Reader {
-            child: Some(child),
-            thread: Some(thread),
-            lines,
-        })
-    }
-
-    fn count(&self) -> usize {
-        self.lines.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Stops the child (SIGINT first, so that ping prints its summary) and
-    /// returns every line kept.
-    fn stop(mut self) -> Vec<(Instant, String)> {
-        if let Some(child) = self.child.take() {
-            interrupt_and_reap(child);
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        std::mem::take(&mut *self.lines.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+/// The client's pinger (issue 7: an echo every 5 ms, stamped when read),
+/// stopping by itself after 120 s (`ping -w`) whatever happens to the bench.
+const PING: PingOptions = PingOptions {
+    interval: Duration::from_millis(5),
+    deadline_secs: 120,
+    unix_times: false,
+};
 
 /// The client pinging an address every 5 ms.
 pub struct Probe {
-    reader: Reader,
+    pinger: Pinger,
 }
 
 /// What the client's pings saw.
@@ -103,51 +37,31 @@ impl Probe {
     /// Starts pinging `ip` from the lab's client; returns once 20 answers
     /// (100 ms) came back, or an error after 3 s without them.
     pub fn start(lab: &Lab, ip: IpAddr) -> Result<Probe, String> {
-        let mut cmd = lab.command(&lab.client_ns(), "ping");
-        cmd.args(["-n", "-i", ECHO_EVERY, "-W", "1"])
-            .args(["-w", &PROBE_LIMIT_SECS.to_string()])
-            .arg(ip.to_string());
-        let reader = Reader::spawn(cmd, |l| {
-            l.contains(" bytes from ") || l.contains("packets transmitted")
-        })?;
-        let ok = poll(Duration::from_secs(3), Duration::from_millis(5), || {
-            (reader.count() >= 20).then_some(())
-        });
-        if ok.is_none() {
+        let pinger = Pinger::start(lab, &lab.client_ns(), ip, &PING).map_err(|e| e.to_string())?;
+        if !pinger.wait_answers(20, Duration::from_secs(3)) {
             return Err(format!("the client got no answers from {ip}"));
         }
-        Ok(Probe { reader })
+        Ok(Probe { pinger })
     }
 
     pub fn stop(self) -> Echoes {
-        let lines = self.reader.stop();
+        let report = self.pinger.finish();
         let stopped = Instant::now();
         let mut answers = Vec::new();
         let mut seen = BTreeSet::new();
         let mut duplicates = 0;
-        let mut transmitted = None;
-        for (at, line) in lines {
-            if let Some(t) = line.split(" packets transmitted").next()
-                && line.contains("packets transmitted")
-            {
-                transmitted = t.trim().parse().ok();
-                continue;
-            }
-            let seq = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("icmp_seq="))
-                .and_then(|s| s.parse::<u32>().ok());
-            let Some(seq) = seq else { continue };
-            if line.contains("DUP!") || !seen.insert(seq) {
+        for echo in report.echoes {
+            let Some(seq) = echo.seq else { continue };
+            if echo.duplicate || !seen.insert(seq) {
                 duplicates += 1;
             } else {
-                answers.push((seq, at));
+                answers.push((seq, echo.read_at));
             }
         }
         Echoes {
             answers,
             duplicates,
-            transmitted,
+            transmitted: report.transmitted,
             stopped,
         }
     }
@@ -193,14 +107,17 @@ impl Echoes {
 /// `ip monitor neigh` in the client's namespace: every change of its
 /// neighbour entries, stamped when read.
 pub struct NeighWatch {
-    reader: Reader,
+    reader: LineReader<(Instant, String)>,
 }
 
 impl NeighWatch {
     pub fn start(lab: &Lab) -> Result<NeighWatch, String> {
         let mut cmd = Command::new("ip");
         cmd.args(["-n", &lab.client_ns(), "monitor", "neigh"]);
-        let reader = Reader::spawn(cmd, |l| l.contains("lladdr"))?;
+        let reader = LineReader::spawn(cmd, |at, l| {
+            l.contains("lladdr").then(|| (at, l.to_owned()))
+        })
+        .map_err(|e| e.to_string())?;
         Ok(NeighWatch { reader })
     }
 

@@ -2,6 +2,10 @@
 //! (this crate's binary, run inside the node namespaces), and observers that
 //! see what a client and the kernels see.
 //!
+//! The agents are started by `fechter::lab_agent` and the client's pinger
+//! is `fechter_linux::lab::Pinger`, as in `fechter demo` and the failover
+//! benchmark; what is here adds the tests' waits and assertions.
+//!
 //! Safety: everything runs inside the lab's namespaces (198.18.0.0/24 and
 //! 2001:db8::/64 only); the CLI runs in the test's own namespace because it
 //! only talks to a Unix socket. Every child is killed and reaped on drop,
@@ -11,20 +15,23 @@
 
 #![allow(dead_code)]
 
-use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use fechter::control::StatusReport;
+use fechter::lab_agent::AgentLauncher;
 use fechter_core::AddrSpec;
-use fechter_linux::lab::{self, Lab};
+use fechter_linux::lab::{self, Lab, PingOptions};
 use fechter_linux::netlink::Netlink;
+
+/// One running (or stopped) agent of a [`Cluster`].
+pub use fechter::lab_agent::LabAgent as Agent;
+pub use fechter_linux::lab::{PingReport, guard_child, poll};
 
 /// The kernel lease the agents install addresses with (`Settings::lease`).
 pub const LEASE: Duration = Duration::from_secs(2);
@@ -32,8 +39,12 @@ pub const LEASE: Duration = Duration::from_secs(2);
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// The longest a sampler runs.
 const SAMPLER_LIMIT: Duration = Duration::from_secs(90);
-/// The longest a client pinger runs (`ping -w`).
-const PINGER_LIMIT_SECS: u32 = 90;
+/// The client's pinger: `ping -D -i 0.01`, for at most 90 s (`-w`).
+const PING: PingOptions = PingOptions {
+    interval: Duration::from_millis(10),
+    deadline_secs: 90,
+    unix_times: true,
+};
 /// Nodes of every test cluster.
 pub const NODES: usize = 3;
 
@@ -78,126 +89,6 @@ pub fn mac(m: [u8; 6]) -> String {
     lab::format_mac(m)
 }
 
-pub use fechter_linux::lab::guard_child;
-
-/// Stops a child with SIGINT (so that, e.g., ping prints its summary),
-/// waits up to 3 s for it, then kills it; reaps it either way.
-pub fn interrupt_and_reap(mut child: Child) {
-    // SAFETY: kill on the pid of our own unreaped child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let exited = poll(Duration::from_secs(3), Duration::from_millis(5), || {
-        child.try_wait().ok().flatten()
-    });
-    if exited.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-/// Polls `check` every `every` until it returns `Some`, for at most `limit`.
-pub fn poll<T>(
-    limit: Duration,
-    every: Duration,
-    mut check: impl FnMut() -> Option<T>,
-) -> Option<T> {
-    let start = Instant::now();
-    let rounds = limit.as_millis() / every.as_millis().max(1) + 2;
-    for _ in 0..rounds {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        if start.elapsed() >= limit {
-            break;
-        }
-        std::thread::sleep(every);
-    }
-    None
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// One running (or stopped) agent.
-pub struct Agent {
-    pub node: usize,
-    pub socket: PathBuf,
-    pub data_dir: PathBuf,
-    pub log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Agent {
-    /// Its process id, while it has not been reaped.
-    pub fn pid(&self) -> Option<i32> {
-        self.child.as_ref().map(|c| c.id() as i32)
-    }
-
-    /// Sends `sig` to the agent.
-    pub fn signal(&mut self, sig: i32) {
-        let child = self
-            .child
-            .as_mut()
-            .unwrap_or_else(|| panic!("n{} has no running agent", self.node));
-        assert!(
-            child.try_wait().expect("try_wait").is_none(),
-            "n{}: the agent already exited",
-            self.node
-        );
-        // SAFETY: kill on the pid of our own unreaped child.
-        let r = unsafe { libc::kill(child.id() as i32, sig) };
-        assert_eq!(
-            r,
-            0,
-            "kill({}, {sig}): {}",
-            child.id(),
-            std::io::Error::last_os_error()
-        );
-    }
-
-    /// Waits (bounded) for the agent to exit; reaps it.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        let status = poll(limit, Duration::from_millis(10), || {
-            child.try_wait().expect("try_wait")
-        });
-        if status.is_some() {
-            self.child = None;
-        }
-        status
-    }
-
-    /// Whether the agent process is still there (running or stopped).
-    pub fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// The last `n` lines of the agent's log.
-    pub fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// How many lines of each agent's log a failing test prints
 /// (`FECHTER_E2E_LOG_LINES`, default 80).
 fn log_lines() -> usize {
@@ -214,7 +105,7 @@ pub struct Cluster {
     agents: Vec<Agent>,
     pub lab: Lab,
     dir: tempfile::TempDir,
-    key: PathBuf,
+    launcher: AgentLauncher,
     test: String,
     netns_before: Vec<String>,
     /// Extra `fechter agent` arguments per node.
@@ -294,11 +185,16 @@ impl Cluster {
             .output()
             .expect("fechter keygen");
         assert!(out.status.success(), "keygen: {out:?}");
+        let mut launcher = AgentLauncher::new(bin(), key, dir.path());
+        // FECHTER_E2E_LOG (e.g. `debug`) makes the agents' logs louder.
+        launcher.log_level =
+            Some(std::env::var("FECHTER_E2E_LOG").unwrap_or_else(|_| "info".into()));
+        launcher.banner = Some(test.to_owned());
         let mut cluster = Cluster {
             agents: Vec::new(),
             lab,
             dir,
-            key,
+            launcher,
             test: test.to_owned(),
             netns_before,
             extra: (0..nodes).map(extra).collect(),
@@ -373,51 +269,9 @@ impl Cluster {
     }
 
     fn spawn(&self, node: usize, attach: &[Ipv4Addr]) -> Agent {
-        let base = self.dir.path().join(id_of(node));
-        std::fs::create_dir_all(&base).expect("agent dir");
-        let data_dir = base.join("data");
-        let socket = base.join("control.sock");
-        let log = base.join("agent.log");
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("agent log");
-        let _ = writeln!(file, "==== {}: starting agent n{node} ====", self.test);
-        let bin = bin();
-        let mut cmd = self
-            .lab
-            .command(&self.lab.ns_name(node), &bin.to_string_lossy());
-        cmd.arg("agent")
-            .args(["--node-id", &id_of(node)])
-            .args(["--listen", &self.lab.node_ipv4(node).to_string()])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--key-file")
-            .arg(&self.key)
-            .arg("--control-socket")
-            .arg(&socket);
-        for a in attach {
-            cmd.args(["--attach", &a.to_string()]);
-        }
-        cmd.args(&self.extra[node]);
-        // FECHTER_E2E_LOG (e.g. `debug`) makes the agents' logs louder.
-        let level = std::env::var("FECHTER_E2E_LOG").unwrap_or_else(|_| "info".into());
-        cmd.env("FECHTER_LOG", level)
-            .env("NO_COLOR", "1")
-            .env_remove("FECHTER_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log fd"))
-            .stderr(file);
-        guard_child(&mut cmd);
-        let child = cmd.spawn().expect("starting an agent");
-        Agent {
-            node,
-            socket,
-            data_dir,
-            log,
-            child: Some(child),
-        }
+        self.launcher
+            .start(&self.lab, node, attach, &self.extra[node])
+            .unwrap_or_else(|e| panic!("starting an agent: {e}"))
     }
 
     /// The agent of `node`.
@@ -546,15 +400,7 @@ impl Cluster {
     /// The nodes whose `eth0` carries `ip` now (`ip -br addr show dev eth0`).
     pub fn kernel_holders(&self, ip: IpAddr) -> Vec<usize> {
         (0..self.agents.len())
-            .filter(|&node| {
-                let out = self
-                    .lab
-                    .ip(&self.ns(node), &["-br", "addr", "show", "dev", "eth0"])
-                    .expect("ip addr show");
-                out.split_whitespace()
-                    .filter_map(|w| w.split('/').next()?.parse::<IpAddr>().ok())
-                    .any(|a| a == ip)
-            })
+            .filter(|&node| self.lab.carries(node, ip).expect("ip addr show"))
             .collect()
     }
 
@@ -779,17 +625,23 @@ impl Cluster {
 
     /// Freezes `node`'s agent (SIGSTOP).
     pub fn stop(&mut self, node: usize) {
-        self.agents[node].signal(libc::SIGSTOP);
+        self.signal(node, libc::SIGSTOP);
     }
 
     /// Thaws `node`'s agent (SIGCONT).
     pub fn cont(&mut self, node: usize) {
-        self.agents[node].signal(libc::SIGCONT);
+        self.signal(node, libc::SIGCONT);
     }
 
     /// Asks `node`'s agent to stop (SIGTERM: it hands its addresses off).
     pub fn term(&mut self, node: usize) {
-        self.agents[node].signal(libc::SIGTERM);
+        self.signal(node, libc::SIGTERM);
+    }
+
+    fn signal(&mut self, node: usize, sig: i32) {
+        self.agents[node]
+            .signal(sig)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Kills `node`'s agent (SIGKILL) and reaps it.
@@ -1082,128 +934,37 @@ pub fn all_but(except: &[usize]) -> u32 {
         .fold(0, |m, n| m | bit(n))
 }
 
-/// A client that pings an address every 10 ms (`ping -D -i 0.01`) and
-/// records when answers came.
-pub struct Pinger {
-    child: Option<Child>,
-    reader: Option<JoinHandle<()>>,
-    replies: Arc<Mutex<Vec<f64>>>,
-    ip: IpAddr,
-}
+/// A client that pings an address every 10 ms ([`PING`]) and records when
+/// answers came.
+pub struct Pinger(lab::Pinger);
 
 impl Pinger {
     /// Starts pinging `ip` from the lab's client and waits (bounded) for the
     /// first few answers, so that the report has a baseline.
     pub fn start(lab: &Lab, ip: IpAddr) -> Pinger {
-        let mut cmd = lab.command(&lab.client_ns(), "ping");
-        cmd.args(["-n", "-D", "-i", "0.01", "-W", "1"])
-            .args(["-w", &PINGER_LIMIT_SECS.to_string()])
-            .arg(ip.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        guard_child(&mut cmd);
-        let mut child = cmd.spawn().expect("starting ping in the client");
-        let stdout = child.stdout.take().expect("ping stdout");
-        let replies = Arc::new(Mutex::new(Vec::new()));
-        let sink = replies.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !line.contains(" bytes from ") {
-                    continue;
-                }
-                let stamp = line
-                    .strip_prefix('[')
-                    .and_then(|l| l.split(']').next())
-                    .and_then(|t| t.parse::<f64>().ok());
-                if let Some(t) = stamp {
-                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(t);
-                }
-            }
-        });
-        let pinger = Pinger {
-            child: Some(child),
-            reader: Some(reader),
-            replies,
-            ip,
-        };
-        let seen = poll(Duration::from_secs(3), Duration::from_millis(5), || {
-            (pinger.count() >= 5).then_some(())
-        });
+        let pinger = lab::Pinger::start(lab, &lab.client_ns(), ip, &PING)
+            .unwrap_or_else(|e| panic!("starting ping in the client: {e}"));
         assert!(
-            seen.is_some(),
+            pinger.wait_answers(5, Duration::from_secs(3)),
             "the client's pinger got no answers from {ip}"
         );
-        pinger
+        Pinger(pinger)
     }
 
     /// Answers so far.
     pub fn count(&self) -> usize {
-        self.replies.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.0.count()
     }
 
-    /// Stops the pinger and returns the answers.
-    pub fn stop(mut self) -> PingReport {
-        if let Some(child) = self.child.take() {
-            interrupt_and_reap(child);
-        }
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-        let replies = std::mem::take(&mut *self.replies.lock().unwrap_or_else(|p| p.into_inner()));
-        PingReport {
-            ip: self.ip,
-            replies,
-        }
-    }
-}
-
-impl Drop for Pinger {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-    }
-}
-
-/// The answers a [`Pinger`] got (UNIX times in seconds).
-#[derive(Debug)]
-pub struct PingReport {
-    pub ip: IpAddr,
-    pub replies: Vec<f64>,
-}
-
-impl PingReport {
-    /// The longest time between two answers: the outage the client saw.
-    pub fn longest_gap(&self) -> Duration {
-        self.replies
-            .windows(2)
-            .map(|w| Duration::from_secs_f64((w[1] - w[0]).max(0.0)))
-            .max()
-            .unwrap_or(Duration::ZERO)
-    }
-
-    /// From `event` (a UNIX time from [`now`]) to the first answer after it.
-    pub fn answer_after(&self, event: f64) -> Option<Duration> {
-        self.replies
-            .iter()
-            .find(|&&t| t > event)
-            .map(|t| Duration::from_secs_f64(t - event))
-    }
-
-    /// Answers received.
-    pub fn count(&self) -> usize {
-        self.replies.len()
+    /// Stops the pinger (SIGINT) and returns the answers.
+    pub fn stop(self) -> PingReport {
+        self.0.finish()
     }
 }
 
 /// The current UNIX time, comparable with [`PingReport`] times.
 pub fn now() -> f64 {
-    unix_now()
+    lab::unix_now()
 }
 
 /// What [`run_bounded`] saw.

@@ -20,6 +20,11 @@
 //! Dropping the lab deletes its namespaces (the veths go with them), also
 //! while unwinding from a panic. The lab forks `ip` (iproute2) and `ping`
 //! (iputils-ping); the fechter agent itself never does.
+//!
+//! [`Pinger`] (in `ping.rs`) is the client that pings an address in a lab
+//! for the demo, the end-to-end tests and the failover benchmark; it is
+//! built on [`LineReader`], a child whose output a thread reads, which is
+//! killed and reaped on drop.
 
 use std::fmt;
 use std::fs::File;
@@ -31,6 +36,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod ping;
+
+pub use ping::{Echo, LineReader, PingOptions, PingReport, Pinger, interrupt_and_reap, unix_now};
 
 /// Most nodes a lab can have (node addresses .10 to .99; .100 is the client).
 pub const MAX_NODES: usize = 90;
@@ -237,6 +246,27 @@ pub fn guard_child(cmd: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// Calls `check` every `every` until it returns `Some`, for at most `limit`
+/// (bounded in rounds as well as in time); `None` when it never did.
+pub fn poll<T>(
+    limit: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let start = std::time::Instant::now();
+    let rounds = limit.as_millis() / every.as_millis().max(1) + 2;
+    for _ in 0..rounds {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if start.elapsed() >= limit {
+            break;
+        }
+        std::thread::sleep(every);
+    }
+    None
 }
 
 /// A prefix no existing namespace uses: `fch` + 5 hex digits.
@@ -624,6 +654,17 @@ impl Lab {
         self.mac_in(&self.client_ns())
     }
 
+    /// Whether node `node`'s `eth0` carries `ip` now (`ip -br addr show dev
+    /// eth0`).
+    pub fn carries(&self, node: usize, ip: IpAddr) -> Result<bool, LabError> {
+        self.check_node(node)?;
+        let out = self.ip(&self.ns_name(node), &["-br", "addr", "show", "dev", "eth0"])?;
+        Ok(out
+            .split_whitespace()
+            .filter_map(|w| w.split('/').next()?.parse::<IpAddr>().ok())
+            .any(|a| a == ip))
+    }
+
     /// Sends one ping from namespace `from_ns` to `ip` and waits up to
     /// `timeout` (whole seconds, at least 1) for the answer: `Ok(true)` if it
     /// came, `Ok(false)` if not.
@@ -664,33 +705,4 @@ impl Drop for Lab {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mac_parse_and_format() {
-        assert_eq!(parse_mac("02:fc:00:00:00:0a"), Some([2, 0xfc, 0, 0, 0, 10]));
-        assert_eq!(parse_mac("02:fc:00:00:00"), None);
-        assert_eq!(parse_mac("02:fc:00:00:00:0a:01"), None);
-        assert_eq!(parse_mac("zz:fc:00:00:00:0a"), None);
-        assert_eq!(format_mac([2, 0xfc, 0, 0, 0, 10]), "02:fc:00:00:00:0a");
-    }
-
-    #[test]
-    fn prefixes_are_short_and_distinct() {
-        let a = unique_prefix();
-        let b = unique_prefix();
-        assert_ne!(a, b);
-        for p in [&a, &b] {
-            assert!(p.starts_with("fch") && p.len() == 8, "{p}");
-            // The longest link name: PREFIX + "p" + two digits.
-            assert!(p.len() + 3 <= 15);
-        }
-    }
-
-    #[test]
-    fn too_many_nodes() {
-        let e = Lab::new(MAX_NODES + 1).unwrap_err();
-        assert!(matches!(e, LabError::TooManyNodes { .. }), "{e}");
-    }
-}
+mod tests;
