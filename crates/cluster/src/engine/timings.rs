@@ -3,75 +3,58 @@
 use super::*;
 
 /// Every timing of the engine. Defaults are tuned for a LAN.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+///
+/// The user's `[timings]` table maps onto it in the agent's config module;
+/// this type has no serialized form of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timings {
     /// SWIM: how often a random member is probed.
-    #[serde(with = "ms")]
     pub probe_period: Duration,
     /// SWIM: how long a direct probe waits for its ack before asking others.
-    #[serde(with = "ms")]
     pub probe_rtt: Duration,
     /// SWIM: how long a suspect has to refute before it is declared down.
-    #[serde(with = "ms")]
     pub suspect_to_down: Duration,
     /// SWIM: how often updates are gossiped to a few members.
-    #[serde(with = "ms")]
     pub gossip_period: Duration,
     /// How often to announce to the seeds while not joined.
-    #[serde(with = "ms")]
     pub join_retry: Duration,
     /// How often to announce to the seeds while joined (heals partitions).
-    #[serde(with = "ms")]
     pub seed_announce: Duration,
     /// How often to run anti-entropy with one random member.
-    #[serde(with = "ms")]
     pub anti_entropy: Duration,
     /// How long a down member is remembered (so it may rejoin with its old identity after).
-    #[serde(with = "ms")]
     pub forget_down_after: Duration,
     /// Standby fast path: how often every node sends a heartbeat to every live member.
-    #[serde(with = "ms")]
     pub heartbeat_interval: Duration,
     /// Standby fast path: silence after which a standby takes its holder's addresses.
-    #[serde(with = "ms")]
     pub heartbeat_timeout: Duration,
     /// How long a node must be up, healthy and alive before it receives addresses.
-    #[serde(with = "ms")]
     pub maturity: Duration,
     /// How long a holder whose addresses a standby took stays ineligible.
-    #[serde(with = "ms")]
     pub quarantine: Duration,
     /// How long after start a node waits (to learn the cluster's table) before it may lead.
-    #[serde(with = "ms")]
     pub lead_grace: Duration,
     /// How often the leader re-evaluates eligibility (maturity, quarantine).
-    #[serde(with = "ms")]
     pub leader_tick: Duration,
     /// Quorum: how long a node may see no majority before it releases its
     /// addresses (self-fencing). Must be shorter than `heartbeat_timeout`, the
     /// time the majority side waits before taking them.
-    #[serde(with = "ms")]
     pub fence_after: Duration,
     /// Quorum: after a fence longer than `heartbeat_timeout`, how long a node
     /// that sees a majority again waits (learning the current table and
     /// takeovers) before it holds addresses again.
-    #[serde(with = "ms")]
     pub rejoin_hold: Duration,
     /// Quorum: after a loss longer than `heartbeat_timeout`, how long a
     /// fenced node that hears a majority again waits (asking for the current
     /// table and takeovers) before it serves again. Short: what it installs
     /// is checked on the wire first.
-    #[serde(with = "ms")]
     pub resume_hold: Duration,
     /// Minority: how long a node without a majority keeps serving while its
     /// segment shows no sign of life, before it fences itself.
-    #[serde(with = "ms")]
     pub isolation: Duration,
     /// The wire as the lock: how long probes for an address must go
     /// unanswered (two probes at least, one per heartbeat tick) before a node
     /// installs an address nobody handed to it.
-    #[serde(with = "ms")]
     pub probe_window: Duration,
 }
 
@@ -130,19 +113,6 @@ impl Default for Timings {
             isolation: Duration::from_millis(500),
             probe_window: Duration::from_millis(30),
         }
-    }
-}
-
-mod ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
     }
 }
 

@@ -38,7 +38,7 @@
 //! rise = 2
 //! fall = 2
 //!
-//! [timings]                # see fechter_cluster::engine::Timings
+//! [timings]                # see fechter_cluster::engine::Timings and timings.rs
 //! heartbeat_interval = 15
 //! heartbeat_timeout = 65
 //! ```
@@ -47,13 +47,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fechter_cluster::engine::{Quorum, Timings};
+use fechter_cluster::engine::Quorum;
 use fechter_core::NodeId;
 use serde::Deserialize;
 
 use crate::agent::Settings;
 use crate::agent::health::{Check, CheckTiming, Probe};
 use crate::cli::{AgentArgs, DEFAULT_SOCKET, parse_endpoint};
+
+pub mod timings;
+use timings::TimingsFile;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG: &str = "/etc/fechter/fechter.toml";
@@ -95,7 +98,7 @@ pub struct AgentFile {
     pub gateway_check: Option<TimingFile>,
     #[serde(default)]
     pub check: Vec<CheckFile>,
-    pub timings: Option<Timings>,
+    pub timings: Option<TimingsFile>,
 }
 
 /// `[gateway_check]`: timing of the gateway check (defaults: 250 ms, 250 ms, rise 3, fall 3).
@@ -217,14 +220,8 @@ pub fn resolve(
         .or(file.control_socket)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
     let mut settings = Settings::new(node_id, attach, data_dir, [0; 32]);
-    if let Some(mut t) = file.timings {
-        // The probe window follows the heartbeat interval unless it is set:
-        // two probes, one per heartbeat.
-        let d = Timings::default();
-        if t.probe_window == d.probe_window && t.heartbeat_interval != d.heartbeat_interval {
-            t.probe_window = t.heartbeat_interval * 2;
-        }
-        settings.timings = t;
+    if let Some(t) = &file.timings {
+        settings.timings = t.timings();
     }
     if let Some(ms) = file.lease_ms {
         settings.lease = Duration::from_millis(ms);
@@ -551,7 +548,10 @@ heartbeat_timeout = 90
             Duration::from_millis(20)
         );
         // Unset timings keep their defaults.
-        assert_eq!(r.settings.timings.maturity, Timings::default().maturity);
+        assert_eq!(
+            r.settings.timings.maturity,
+            fechter_cluster::engine::Timings::default().maturity
+        );
 
         let r = resolve(
             &args(&[
