@@ -9,7 +9,7 @@
 //! member every `heartbeat_interval`. A standby that has heard a holder
 //! before and then hears nothing for `heartbeat_timeout` takes over, at once,
 //! the addresses that holder held with it as standby, and tells everyone
-//! ([`Packet::Takeover`]). Because the standby is defined as where
+//! ([`Packet::Takeover`](fechter_core::wire::Packet::Takeover)). Because the standby is defined as where
 //! [`fechter_core::allocate`] puts an address when its holder fails, the
 //! leader's next table agrees; the leader also keeps the unheard holder
 //! ineligible for a quarantine period. A holder that learns its addresses

@@ -1,24 +1,41 @@
-//! Cluster runtime of fechter.
+//! Cluster runtime of fechter: one node's protocol, sans I/O, and the
+//! pieces around it that the agent's shell and the simulator share.
 //!
-//! - [`engine`]: one node's protocol state machine, sans I/O (quinn-proto
-//!   style: `handle_*` in, `poll_*` out, time passed in, seeded RNG): SWIM
-//!   membership through foca, the replicated state with broadcasts and
-//!   anti-entropy, [`duty`]: leading, heartbeats and standby takeovers,
-//!   hand-offs, and [`standing`]: quorum, minority and fence, the two-node
+//! ## The data path
+//! A sealed datagram is opened by [`seal::Opener`] and handed to
+//! [`engine::Engine::handle_datagram`]; a heartbeat lands in
+//! `engine/liveness.rs`, a SWIM message in `engine/swim.rs` (foca), state
+//! items and table parts in `engine/sync.rs`. On each tick
+//! ([`engine::Engine::handle_timeout`]) `engine/quorum.rs` asks
+//! [`standing`] whether this node is quorate, a minority or fenced, and
+//! [`duty`] finds silent holders whose standby is this node; the leader rule
+//! publishes tables. The result is [`engine::Engine::allocation`], which the
+//! shell plans against (`fechter_core::reconcile`) after [`wire_lock`] has
+//! probed what is about to be installed.
+//!
+//! ## Who owns which state
+//! - [`engine`] (`engine/mod.rs`): the replica, the followed table, the
+//!   outgoing queue and events; `swim.rs` the foca instance and members;
+//!   `sync.rs` broadcasts, digests, table assembly, hand-off confirmations;
+//!   `liveness.rs` heartbeats heard, stall credit, the live peers that
+//!   status, metrics and decisions share ([`engine::Engine::alive`]);
+//!   `quorum.rs` the standing as the engine reports it; `commands.rs` the
+//!   operator's commands; `timings.rs` every timing.
+//! - [`duty`]: leading, takeovers, hand-offs and the effective allocation
+//!   (a minority's view included).
+//! - [`standing`]: quorum, minority and fence as transitions, the two-node
 //!   witness, the segment's signs of life.
-//! - [`wire_lock`]: the wire as the lock, sans I/O: probe bookkeeping and
-//!   conflicts, shared by the agent's shell and the simulator.
+//! - [`wire_lock`]: the wire as the lock: probe bookkeeping and conflicts,
+//!   shared by the agent's shell and the simulator.
 //! - [`sim`]: a deterministic in-memory network of engines with a recording
 //!   platform and a simulated segment, for tests and benchmarks
-//!   (partitions, cluster-port cuts, crashes, restarts).
-//! - [`rehome`]: measures, in the simulator, how long re-homing every
-//!   address of a crashed (non-leader) node takes.
+//!   (partitions, cluster-port cuts, crashes, restarts); [`rehome`]
+//!   measures re-homing after a crash with it.
 //! - [`seal`]: every cluster datagram is encrypted and authenticated with
 //!   XChaCha20-Poly1305 under the cluster key, and checked against a
 //!   per-sender replay window; dropped datagrams are counted by reason.
-//! - [`keyfile`]: generating and loading the cluster key file (hex, mode 0600).
-//! - [`persist`]: atomic state files (write, fsync, rename, fsync the
-//!   directory) and the agent's exclusively locked data directory.
+//! - [`keyfile`] and [`persist`]: the only modules that touch files (the
+//!   key file; atomic state files and the locked data directory).
 
 pub mod duty;
 pub mod engine;
