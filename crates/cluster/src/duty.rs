@@ -9,7 +9,7 @@
 //! member every `heartbeat_interval`. A standby that has heard a holder
 //! before and then hears nothing for `heartbeat_timeout` takes over, at once,
 //! the addresses that holder held with it as standby, and tells everyone
-//! ([`Packet::Takeover`](fechter_core::wire::Packet::Takeover)). Because the standby is defined as where
+//! ([`Packet::Takeover`]). Because the standby is defined as where
 //! [`fechter_core::allocate`] puts an address when its holder fails, the
 //! leader's next table agrees; the leader also keeps the unheard holder
 //! ineligible for a quarantine period. A holder that learns its addresses
@@ -18,6 +18,8 @@
 //! standby never mistakes a holder that runs on an older table for a dead
 //! one; this costs n·(n−1) small datagrams per interval and suits the
 //! clusters of a few to a few dozen machines this tool is for.
+//!
+//! [`Packet::Takeover`]: fechter_core::wire::Packet::Takeover
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -243,8 +245,8 @@ impl Duty {
     }
 
     /// The allocation a node that hears no majority acts on
-    /// (`fechter_core::claim::orphans_to_live`): the followed table, every address of a node it no longer hears given to that
-    /// address's standby or else to the least loaded node it hears and that
+    /// (`fechter_core::claim::orphans_to_live`): the followed table, every
+    /// address of a node it no longer hears given to that address's standby or else to the least loaded node it hears and that
     /// can hold it (`usable`). It installs only what the wire shows free.
     /// Returns whether the allocation changed.
     pub fn refresh_minority(

@@ -125,10 +125,7 @@ impl Engine {
             return;
         }
         let me = &self.cfg.me.node;
-        if was_silent
-            && self.standing.quorate()
-            && self.duty.takeovers().contains(&(node.clone(), me.clone()))
-        {
+        if was_silent && self.duty.takeovers().contains(&(node.clone(), me.clone())) {
             // A holder we took over from is heard again: tell it at
             // once, so it does not serve the addresses beside us.
             self.send_takeover_notices(now);
@@ -153,25 +150,22 @@ impl Engine {
     /// This node and every live peer as of the last heartbeat tick: the
     /// liveness decisions use, for status and metrics to show.
     pub fn alive(&self) -> BTreeSet<NodeId> {
-        let mut out: BTreeSet<NodeId> = self
-            .live_peers(Now {
-                at: self.last_tick,
-                wall_ms: 0,
-            })
-            .into_keys()
-            .collect();
+        let mut out: BTreeSet<NodeId> = self.live_at_last_tick().into_keys().collect();
         out.insert(self.cfg.me.node.clone());
         out
     }
 
     /// Where to reach every live peer, as of the last heartbeat tick.
     pub(super) fn peer_addrs(&self) -> Vec<SocketAddr> {
+        self.live_at_last_tick().into_values().collect()
+    }
+
+    /// [`Engine::live_peers`] as of the last heartbeat tick.
+    fn live_at_last_tick(&self) -> BTreeMap<NodeId, SocketAddr> {
         self.live_peers(Now {
             at: self.last_tick,
             wall_ms: 0,
         })
-        .into_values()
-        .collect()
     }
 
     /// Live peers and where to reach them: SWIM members, plus nodes heard
@@ -238,12 +232,7 @@ impl Engine {
                 silence,
             });
         }
-        // A minority takes over only for itself (the wire decides what it
-        // installs): its notices would make a holder the majority still
-        // hears let go.
-        if self.standing.quorate() {
-            self.send_takeover_notices(now);
-        }
+        self.send_takeover_notices(now);
         self.dirty = true;
     }
 
@@ -319,7 +308,14 @@ impl Engine {
             .collect()
     }
 
+    /// Tells every peer of this node's takeovers, if it is quorate: a
+    /// minority takes over only for itself (the wire decides what it
+    /// installs), and its notices would make a holder the majority still
+    /// hears let go.
     pub(super) fn send_takeover_notices(&mut self, now: Now) {
+        if !self.standing.quorate() {
+            return;
+        }
         let me = self.cfg.me.node.clone();
         let Some(meta) = self
             .shared
@@ -351,10 +347,9 @@ impl Engine {
 
     /// Takeover notices are repeated while in force, in case one was lost.
     pub(super) fn resend_takeovers(&mut self, now: Now) {
-        let due = self.standing.quorate()
-            && self
-                .last_takeover_notice
-                .is_some_and(|t| now.at.saturating_duration_since(t) >= TAKEOVER_RESEND);
+        let due = self
+            .last_takeover_notice
+            .is_some_and(|t| now.at.saturating_duration_since(t) >= TAKEOVER_RESEND);
         if due {
             self.send_takeover_notices(now);
         }

@@ -170,11 +170,7 @@ impl Shell {
     /// Logs the engine's events, notes them in the history and schedules
     /// persistence; returns what the loop must act on.
     pub(super) fn drain_events(&mut self, now: Now) -> Drained {
-        let Drained {
-            mut realloc,
-            mut joined,
-            mut probe,
-        } = Drained::default();
+        let mut out = Drained::default();
         let mut any = false;
         while let Some(ev) = self.engine.poll_event() {
             any = true;
@@ -187,14 +183,14 @@ impl Shell {
                     // on the other side may still point at a stale MAC, so
                     // every held address is announced again.
                     self.announced.clear();
-                    realloc = true;
+                    out.realloc = true;
                 }
                 Event::MemberDown(id) => {
                     tracing::warn!(member = %id.node, "member down");
                     self.obs.note(t, What::MemberDown { member: id.node });
                 }
                 Event::Joined => {
-                    joined = true;
+                    out.joined = true;
                     tracing::info!("joined the cluster")
                 }
                 Event::Isolated => tracing::warn!("no live peer: isolated"),
@@ -215,24 +211,24 @@ impl Shell {
                         "published a table"
                     )
                 }
-                Event::AllocationChanged => realloc = true,
+                Event::AllocationChanged => out.realloc = true,
                 Event::Fenced => {
                     tracing::warn!("no quorum: released every address (self-fenced)");
                     self.obs.note(t, What::QuorumLost);
                 }
-                Event::ProbeWitness => probe = true,
+                Event::ProbeWitness => out.probe = true,
                 Event::Minority => {
                     tracing::warn!(
                         "no quorum, but the segment is alive: serving what nobody else on the wire answers for"
                     );
                     self.obs.note(t, What::Minority);
-                    realloc = true;
+                    out.realloc = true;
                 }
                 Event::Unfenced => {
                     tracing::info!("quorum regained");
                     self.obs.note(t, What::QuorumRegained);
                     self.announced.clear();
-                    realloc = true;
+                    out.realloc = true;
                 }
                 Event::StateChanged => {
                     if self.save_due.is_none() && self.wanted() != self.saved {
@@ -244,11 +240,7 @@ impl Shell {
         if any {
             self.refresh_metrics();
         }
-        Drained {
-            realloc,
-            joined,
-            probe,
-        }
+        out
     }
 
     pub(super) fn refresh_metrics(&self) {
