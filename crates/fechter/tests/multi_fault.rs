@@ -9,7 +9,7 @@ mod e2e_support;
 
 use std::time::{Duration, Instant};
 
-use e2e_support::{Cluster, LEASE, Pinger, Sampler, all_but, bit, ip_of, poll};
+use e2e_support::{Cluster, HANDOFF_OVERLAP, LEASE, Pinger, Sampler, all_but, bit, ip_of, poll};
 use fechter_linux::announce::Announcer;
 use fechter_linux::lab::run_in_ns;
 
@@ -248,7 +248,7 @@ fn the_cluster_port_cut_off_the_holder_moves_nothing() {
             c.agent(holder).log_tail(30)
         );
     }
-    assert!(overlap <= Duration::from_millis(20), "{}", after.describe());
+    assert!(overlap <= HANDOFF_OVERLAP, "{}", after.describe());
     // Make-before-break at the heal: the minority's copy stays until the
     // holder the table names has it.
     assert_eq!(after.zero_after_first(), 0, "{}", after.describe());

@@ -37,6 +37,14 @@ pub use fechter_linux::lab::{PingReport, guard_child, poll};
 pub const LEASE: Duration = Duration::from_secs(2);
 /// How often the sampler looks at the nodes' kernels.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+/// The longest two holders may overlap in a make-before-break hand-off
+/// (a heal, a planned move): the taker installs and confirms at once, the
+/// giver reads the confirmation on its next tick (up to one heartbeat
+/// interval, 15 ms) and removes its copy; a sampler that looks every
+/// [`SAMPLE_EVERY`] can see that as up to two more periods, and a loaded
+/// 2-core machine adds scheduling delay. Crash takeovers are held to
+/// 20 ms: there the overlap is the sampler's alone.
+pub const HANDOFF_OVERLAP: Duration = Duration::from_millis(50);
 /// The longest a sampler runs.
 const SAMPLER_LIMIT: Duration = Duration::from_secs(90);
 /// The client's pinger: `ping -D -i 0.01`, for at most 90 s (`-w`).
