@@ -44,12 +44,14 @@ fn missing_live(sim: &Sim) -> BTreeSet<(NodeId, NodeId)> {
     let running: BTreeSet<&NodeId> = sim
         .nodes
         .iter()
-        .filter(|(_, n)| n.engine.is_some())
+        .filter(|(_, n)| n.node.is_some())
         .map(|(k, _)| k)
         .collect();
     let mut out = BTreeSet::new();
     for (name, n) in &sim.nodes {
-        let Some(e) = &n.engine else { continue };
+        let Some(e) = n.node.as_ref().map(|x| x.engine()) else {
+            continue;
+        };
         for r in &running {
             if *r != name && !e.members().contains_key(*r) {
                 out.insert((name.clone(), (*r).clone()));

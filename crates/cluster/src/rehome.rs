@@ -257,7 +257,7 @@ fn once(s: &Sim, spec: &AddrSpec) -> Option<bool> {
     let on = s
         .nodes
         .values()
-        .filter(|n| n.engine.is_some() && n.iface.contains(spec))
+        .filter(|n| n.node.is_some() && n.iface.contains(spec))
         .count();
     (on > 0).then_some(on == 1)
 }
@@ -278,7 +278,10 @@ fn run_checking(sim: &mut Sim, limit: Duration, done: impl Fn(&Sim) -> bool) -> 
 
 /// See [`measure`].
 fn settled(s: &Sim, nodes: usize, addresses: usize) -> bool {
-    let mut engines = s.nodes.values().filter_map(|n| n.engine.as_ref());
+    let mut engines = s
+        .nodes
+        .values()
+        .filter_map(|n| n.node.as_ref().map(|x| x.engine()));
     let Some(first) = engines.next() else {
         return false;
     };

@@ -55,6 +55,16 @@ impl Engine {
         } else if change == Some(Change::Quorate) {
             self.duty.forget_effective();
         }
+        if change == Some(Change::Quorate) {
+            // Back among a majority after hearing none: the silence of the
+            // peers it does not hear yet is its own doing (a peer resumes
+            // heartbeats to it only once SWIM says it is back). Their
+            // silence counts from now, so that it takes over nobody the
+            // majority still hears (as for a stall, see `liveness.rs`).
+            for at in self.duty.last_heard.values_mut() {
+                *at = (*at).max(now.at);
+            }
+        }
         self.changed_standing(now, change);
     }
 

@@ -1,13 +1,19 @@
-//! A deterministic, in-memory network of [`Engine`]s for tests and
+//! A deterministic, in-memory network of [`Node`]s for tests and
 //! benchmarks: virtual time, seeded randomness, scripted partitions, crashes
 //! and restarts (in the spirit of chitchat's simulator). No tokio, no sockets:
 //! every run with the same seed is identical.
+//!
+//! Each node runs the agent's schedule (`drive.rs`): it wakes on its
+//! heartbeat tick, hears what queued in its socket, settles what the wire
+//! claims, runs its timers and sends its probes, then plans and executes
+//! against its simulated interface (the recording platform) and sends what
+//! its engine queued. `segment.rs` is the simulated segment.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use fechter_core::reconcile::{Action, LocalView, keep_announced, plan};
+use fechter_core::reconcile::Action;
 use fechter_core::replica::Replica;
 use fechter_core::wire::MAX_PACKET;
 use fechter_core::{AddrSpec, NodeId};
@@ -15,8 +21,10 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::engine::{Engine, EngineConfig, Event, Id, Now, Quorum, Timings};
-use crate::wire_lock::{self, WireLock};
+use crate::node::{Node, NodeEvent};
+use crate::wire_lock::WireLock;
 
+mod drive;
 mod segment;
 
 /// One simulated datagram in flight.
@@ -60,6 +68,9 @@ pub struct Sim {
     /// Bytes sent per node, for bandwidth figures.
     pub sent_bytes: BTreeMap<NodeId, u64>,
     pub log: Vec<(Duration, NodeId, Event)>,
+    /// Every other event of the nodes (acquired, released with their
+    /// reasons, announced, conflicts), as the agent's history has them.
+    pub history: Vec<(Duration, NodeId, NodeEvent)>,
     /// Every interface action executed, in order: the recording platform.
     pub actions: Vec<(Duration, NodeId, Action)>,
     /// Two-node witness: whether each node's gateway answers its probes
@@ -73,31 +84,38 @@ pub struct Sim {
     /// walking every allocation on every step. `None`: to be read from the
     /// engine. Valid because an engine reports every change of its
     /// allocation with [`Event::AllocationChanged`], and only
-    /// [`Sim::pump`] drains engines' events.
+    /// [`Sim::after_wake`] drains the nodes' events.
     handoff_view: BTreeMap<NodeId, Option<Vec<Handing>>>,
 }
 
 pub struct SimNode {
     pub addr: SocketAddr,
-    /// `None` while crashed.
-    pub engine: Option<Engine>,
+    /// The agent's node; `None` while crashed.
+    pub node: Option<Node>,
     pub incarnation: u64,
     /// The simulated interfaces: addresses present on this machine. A crash
     /// takes the machine down with them.
     pub iface: BTreeSet<AddrSpec>,
-    /// What the node recorded as installed by itself.
-    pub installed: BTreeSet<AddrSpec>,
-    /// What its process announced since it became the holder (forgotten
-    /// on a crash, like the agent's).
-    pub announced: BTreeSet<AddrSpec>,
+    /// Datagrams queued in its socket, heard on its next tick.
+    socket: Vec<(SocketAddr, Vec<u8>)>,
+    /// The probes it sent on its last tick: answered by the next.
+    probes: Vec<AddrSpec>,
     /// The node's process does not run until then (see [`Sim::stall`]).
     pub stalled_until: Option<Instant>,
     /// Frames received on its interface (whatever the firewall then drops).
     pub rx: u64,
-    /// The wire as the lock: its probes and their answers.
-    pub lock: WireLock,
     /// Its interface's MAC address (made up).
     pub mac: [u8; 6],
+}
+
+impl SimNode {
+    /// When its process wakes next: its heartbeat tick (every other timer
+    /// waits for a tick, as in the agent), not before a stall ends.
+    fn wake_at(&self) -> Option<Instant> {
+        let e = self.node.as_ref()?.engine();
+        let t = e.poll_tick().or_else(|| e.poll_timeout())?;
+        Some(self.stalled_until.map_or(t, |s| t.max(s)))
+    }
 }
 
 /// The simulated address of node number `i`.
@@ -125,6 +143,7 @@ impl Sim {
             quorum: Quorum::default(),
             sent_bytes: BTreeMap::new(),
             log: Vec::new(),
+            history: Vec::new(),
             actions: Vec::new(),
             handoffs: BTreeMap::new(),
             handoff_view: BTreeMap::new(),
@@ -168,24 +187,24 @@ impl Sim {
         };
         let seed = self.rng.random::<u64>();
         let engine = Engine::new(cfg, replica, seed, self.wall());
+        let lock = WireLock::new(self.timings.probe_window, self.timings.heartbeat_interval);
         self.handoff_view.insert(id.clone(), None);
         let port = addr.port().to_be_bytes();
         self.nodes.insert(
-            id,
+            id.clone(),
             SimNode {
                 addr,
-                engine: Some(engine),
+                node: Some(Node::new(engine, BTreeSet::new(), lock)),
                 incarnation,
                 iface: BTreeSet::new(),
-                installed: BTreeSet::new(),
-                announced: BTreeSet::new(),
+                socket: Vec::new(),
+                probes: Vec::new(),
                 stalled_until: None,
                 rx: 0,
-                lock: WireLock::new(self.timings.probe_window, self.timings.heartbeat_interval),
                 mac: [2, 0, 0, 0, port[0], port[1]],
             },
         );
-        self.pump();
+        self.after_wake(&id);
     }
 
     /// Starts `n` nodes `n0..n{n-1}`, each attaching to `n0`.
@@ -235,22 +254,28 @@ impl Sim {
     pub fn crash(&mut self, name: &str) -> Option<Replica> {
         let n = self.nodes.get_mut(&NodeId::new(name))?;
         n.iface.clear();
-        n.installed.clear();
-        n.announced.clear();
-        n.engine.take().map(|e| e.replica().clone())
+        n.socket.clear();
+        n.probes.clear();
+        n.node.take().map(|x| x.engine().replica().clone())
     }
 
     pub fn engine(&self, name: &str) -> &Engine {
-        self.nodes[&NodeId::new(name)]
-            .engine
-            .as_ref()
-            .expect("running")
+        self.node(name).engine()
     }
 
     pub fn engine_mut(&mut self, name: &str) -> &mut Engine {
         self.nodes
             .get_mut(&NodeId::new(name))
-            .and_then(|n| n.engine.as_mut())
+            .and_then(|n| n.node.as_mut())
+            .expect("running")
+            .engine_mut()
+    }
+
+    /// The running node `name`.
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes[&NodeId::new(name)]
+            .node
+            .as_ref()
             .expect("running")
     }
 
@@ -299,7 +324,7 @@ impl Sim {
     /// The processes of `names` stop running for `d` (CPU starvation,
     /// SIGSTOP, a paused virtual machine) while their machines stay up:
     /// datagrams sent to them wait in their sockets, and on waking they hear
-    /// those before their timers fire, as the agent's loop does.
+    /// those before their timers fire, as on every tick.
     pub fn stall(&mut self, names: &[&str], d: Duration) {
         let until = self.now + d;
         for n in names {
@@ -310,114 +335,6 @@ impl Sim {
 
     fn addr(&self, name: &str) -> SocketAddr {
         self.nodes[&NodeId::new(name)].addr
-    }
-
-    /// Moves every engine's output into the network.
-    fn pump(&mut self) {
-        let now = self.wall();
-        let names: Vec<NodeId> = self.nodes.keys().cloned().collect();
-        for name in names {
-            let mut reconcile = self.wire_step(&name, now);
-            let node = self.nodes.get_mut(&name).expect("exists");
-            let from = node.addr;
-            let Some(engine) = node.engine.as_mut() else {
-                continue;
-            };
-            let t = now.at - self.start;
-            let note =
-                |a: &fechter_core::Allocation,
-                 h: &mut BTreeMap<AddrSpec, (Duration, NodeId, NodeId)>| {
-                    for (spec, p) in &a.placements {
-                        if let Some(g) = &p.handoff_from {
-                            h.insert(spec.clone(), (t, p.holder.clone(), g.clone()));
-                        }
-                    }
-                };
-            let handing = self.handoff_view.entry(name.clone()).or_insert(None);
-            let gw_ok = self.gateway_ok.get(&name).copied().unwrap_or(true);
-            while let Some(ev) = engine.poll_event() {
-                reconcile |= ev == Event::AllocationChanged;
-                if ev == Event::ProbeWitness {
-                    engine.witness_answer(now.at, gw_ok);
-                }
-                if matches!(ev, Event::Published(_))
-                    && let Some(tb) = &engine.replica().table
-                {
-                    note(&tb.allocation, &mut self.handoffs);
-                }
-                self.log.push((t, name.clone(), ev));
-            }
-            if reconcile || handing.is_none() {
-                let now_handing: Vec<Handing> = engine
-                    .allocation()
-                    .placements
-                    .iter()
-                    .filter_map(|(spec, p)| {
-                        let g = p.handoff_from.as_ref()?;
-                        Some((spec.clone(), p.holder.clone(), g.clone()))
-                    })
-                    .collect();
-                *handing = Some(now_handing);
-            }
-            // Same as walking the allocation (the view is current).
-            for (spec, holder, giver) in handing.iter().flatten() {
-                self.handoffs
-                    .insert(spec.clone(), (t, holder.clone(), giver.clone()));
-            }
-            if reconcile {
-                // The recording platform: execute the plan at once.
-                let wanted = wire_lock::wanted(&name, engine.allocation(), &node.iface, []);
-                keep_announced(&name, engine.allocation(), &mut node.announced);
-                let view = LocalView {
-                    observed: node.iface.clone(),
-                    installed: node.installed.clone(),
-                    unproven: node.lock.unproven(now.at, &wanted),
-                    announced: node.announced.clone(),
-                };
-                for a in plan(&name, engine.allocation(), &view) {
-                    match &a {
-                        Action::Install(s) => {
-                            node.iface.insert(s.clone());
-                            node.installed.insert(s.clone());
-                        }
-                        Action::Remove(s) => {
-                            node.iface.remove(s);
-                            node.installed.remove(s);
-                        }
-                        Action::Renew(s) => {
-                            node.installed.insert(s.clone());
-                        }
-                        Action::Announce(s) => {
-                            node.announced.insert(s.clone());
-                        }
-                    }
-                    self.actions.push((now.at - self.start, name.clone(), a));
-                }
-                engine.confirm_installed(now, &node.installed);
-                while let Some(ev) = engine.poll_event() {
-                    if ev == Event::AllocationChanged {
-                        *handing = None;
-                    }
-                    self.log.push((now.at - self.start, name.clone(), ev));
-                }
-            }
-            let (mut sent, mut transmits) = (0u64, 0usize);
-            while let Some(t) = engine.poll_transmit() {
-                sent += t.payload.len() as u64;
-                transmits += 1;
-                self.seq += 1;
-                self.flights.push(Flight {
-                    deliver_at: now.at + self.latency,
-                    seq: self.seq,
-                    from,
-                    to: t.to,
-                    payload: t.payload,
-                });
-            }
-            if transmits > 0 {
-                *self.sent_bytes.entry(name.clone()).or_insert(0) += sent;
-            }
-        }
     }
 
     /// Runs the simulation until `deadline` of virtual time from now.
@@ -442,19 +359,17 @@ impl Sim {
     }
 
     fn run_until(&mut self, end: Instant, mut done: impl FnMut(&Sim) -> bool) -> bool {
-        // Bounded: every step advances virtual time or consumes a datagram.
+        // Whatever a test did to an engine between runs (a command) is acted
+        // on first, as the agent acts on a control request.
+        let names: Vec<NodeId> = self.nodes.keys().cloned().collect();
+        for name in &names {
+            self.after_wake(name);
+        }
+        // Bounded: every step advances virtual time or wakes a node.
         for _ in 0..50_000_000u64 {
-            self.pump();
-            let next_flight = self.flights.iter().map(|f| (f.deliver_at, f.seq)).min();
-            let next_timer = self
-                .nodes
-                .values()
-                .filter_map(|n| {
-                    let t = n.engine.as_ref()?.poll_timeout()?;
-                    Some(n.stalled_until.map_or(t, |s| t.max(s)))
-                })
-                .min();
-            let next = match (next_flight.map(|f| f.0), next_timer) {
+            let next_flight = self.flights.iter().map(|f| f.deliver_at).min();
+            let next_wake = self.nodes.values().filter_map(SimNode::wake_at).min();
+            let next = match (next_flight, next_wake) {
                 (Some(a), Some(b)) => a.min(b),
                 (Some(a), None) | (None, Some(a)) => a,
                 (None, None) => end,
@@ -464,53 +379,17 @@ impl Sim {
                 return false;
             }
             self.now = self.now.max(next);
-            let now = self.wall();
-            // Deliver due datagrams in send order.
-            let mut due: Vec<Flight> = self
-                .flights
-                .extract_if(.., |f| f.deliver_at <= now.at)
+            self.deliver();
+            let due: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.wake_at().is_some_and(|t| t <= self.now))
+                .map(|(k, _)| k.clone())
                 .collect();
-            due.sort_by_key(|f| f.seq);
-            for mut f in due {
-                self.frame_seen(f.from, f.to);
-                if self.cut.contains(&(f.from, f.to)) {
-                    continue;
-                }
-                let asleep = self
-                    .nodes
-                    .values()
-                    .find(|n| n.addr == f.to)
-                    .and_then(|n| n.stalled_until)
-                    .filter(|s| *s > now.at);
-                if let Some(wake) = asleep {
-                    // Queued in the stalled process's socket.
-                    f.deliver_at = wake;
-                    self.flights.push(f);
-                    continue;
-                }
-                if self.loss > 0.0 && self.rng.random::<f64>() < self.loss {
-                    continue;
-                }
-                if let Some(e) = self
-                    .nodes
-                    .values_mut()
-                    .find(|n| n.addr == f.to)
-                    .and_then(|n| n.engine.as_mut())
-                {
-                    e.handle_datagram(now, f.from, &f.payload);
-                }
+            for name in &due {
+                self.tick(name);
+                self.after_wake(name);
             }
-            for n in self.nodes.values_mut() {
-                if n.stalled_until.is_some_and(|s| s > now.at) {
-                    continue;
-                }
-                if let Some(e) = n.engine.as_mut()
-                    && e.poll_timeout().is_some_and(|t| t <= now.at)
-                {
-                    e.handle_timeout(now);
-                }
-            }
-            self.pump();
             if done(self) {
                 return true;
             }
@@ -518,17 +397,44 @@ impl Sim {
         false
     }
 
+    /// Moves the datagrams due now into their receivers' sockets, in send
+    /// order: heard on the receiver's next tick.
+    fn deliver(&mut self) {
+        let now = self.now;
+        let mut due: Vec<Flight> = self
+            .flights
+            .extract_if(.., |f| f.deliver_at <= now)
+            .collect();
+        due.sort_by_key(|f| f.seq);
+        for f in due {
+            self.frame_seen(f.from, f.to);
+            if self.cut.contains(&(f.from, f.to)) {
+                continue;
+            }
+            if self.loss > 0.0 && self.rng.random::<f64>() < self.loss {
+                continue;
+            }
+            if let Some(n) = self
+                .nodes
+                .values_mut()
+                .find(|n| n.addr == f.to && n.node.is_some())
+            {
+                n.socket.push((f.from, f.payload));
+            }
+        }
+    }
+
     /// Whether every running node sees exactly the other running nodes alive.
     pub fn converged_membership(&self) -> bool {
         let running: BTreeSet<&NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.engine.is_some())
+            .filter(|(_, n)| n.node.is_some())
             .map(|(k, _)| k)
             .collect();
         self.nodes.iter().all(|(name, n)| {
-            let Some(e) = &n.engine else { return true };
-            let seen: BTreeSet<&NodeId> = e.members().keys().collect();
+            let Some(x) = &n.node else { return true };
+            let seen: BTreeSet<&NodeId> = x.engine().members().keys().collect();
             let mut expect = running.clone();
             expect.remove(name);
             seen == expect
@@ -540,7 +446,7 @@ impl Sim {
         let mut digests = self
             .nodes
             .values()
-            .filter_map(|n| n.engine.as_ref().map(|e| e.replica().digest()));
+            .filter_map(|n| n.node.as_ref().map(|x| x.engine().replica().digest()));
         let Some(first) = digests.next() else {
             return true;
         };

@@ -92,10 +92,10 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
             health::Probe::Script(_) => None,
         });
         if gateway.is_some() {
-            shell.engine.enable_witness();
+            shell.node.engine_mut().enable_witness();
         }
         if let Some(IpAddr::V4(gw)) = gateway {
-            shell.wire.gateway_v4 = Some(gw);
+            shell.signs.gateway_v4 = Some(gw);
         }
         let (witness_tx, witness_rx) = mpsc::channel(4);
         // systemd readiness: once joined, or at once for a node with no
@@ -185,9 +185,10 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
         let deadline = if self.due.backlog {
             Some(mono())
         } else {
-            self.shell.engine.poll_tick().or_else(|| {
+            let engine = self.shell.node.engine();
+            engine.poll_tick().or_else(|| {
                 [
-                    self.shell.engine.poll_timeout(),
+                    engine.poll_timeout(),
                     self.shell.save_due,
                     Some(self.due.next_renew),
                     Some(self.due.next_resync),
@@ -252,18 +253,20 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
                 if changed {
                     let reasons: Vec<String> = self.failing.iter().cloned().collect();
                     let now = now(&self.clock);
-                    self.shell.engine.update_own(now, |r| r.unhealthy = reasons);
+                    let engine = self.shell.node.engine_mut();
+                    engine.update_own(now, |r| r.unhealthy = reasons);
                 }
             }
             Wake::Health(None) => self.health = None,
-            Wake::Witness(sent, ok) => self.shell.engine.witness_answer(sent, ok),
+            Wake::Witness(sent, ok) => self.shell.node.engine_mut().witness_answer(sent, ok),
             Wake::Shutdown => {
                 tracing::info!("shutting down: handing addresses off first");
                 crate::notify::stopping("handing addresses off");
                 self.shell.obs.note(self.clock.wall_ms(), What::Stopping);
                 self.due.draining = Some(mono() + self.settings.drain_timeout);
                 let now = now(&self.clock);
-                self.shell.engine.update_own(now, |r| r.leaving = true);
+                let engine = self.shell.node.engine_mut();
+                engine.update_own(now, |r| r.leaving = true);
             }
         }
         Ok(())
@@ -287,8 +290,8 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
         self.due.backlog = heard == QUEUED_BEFORE_TIMERS;
         let (shell, platform) = (&mut self.shell, &mut self.platform);
         shell.wire_before(platform, now(&self.clock)).await;
-        shell.engine.handle_timeout(now(&self.clock));
-        self.due.reconcile |= shell.wire_after(platform, now(&self.clock)).free;
+        shell.node.handle_timeout(now(&self.clock));
+        shell.wire_after(platform, now(&self.clock));
         let t = mono();
         if self.shell.save_due.is_some_and(|d| d <= t) {
             self.shell.persist()?;
@@ -309,8 +312,7 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
             // Periodic refresh: forget what was announced, so the next
             // reconcile announces every held address again.
             self.due.last_refresh = t;
-            self.shell.announced.clear();
-            self.due.reconcile = true;
+            self.shell.node.forget_announced();
         }
         Ok(())
     }
@@ -318,10 +320,8 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
     fn on_machine(&mut self, ev: Option<PlatformEvent>) {
         match ev {
             Some(PlatformEvent::AddressRemoved(a)) => {
-                if self.shell.installed.contains(&a) {
+                if self.shell.node.vanished(&a) {
                     tracing::warn!(address = %a, "an address this node holds was removed behind its back; putting it back");
-                    self.shell.announced.remove(&a);
-                    self.due.reconcile = true;
                 }
             }
             Some(PlatformEvent::Link { iface, usable }) => {
@@ -346,7 +346,7 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
                 let _ = tx.send((sent, ok)).await;
             });
         }
-        self.due.reconcile |= drained.realloc;
+        self.due.reconcile |= self.shell.node.plan_due();
         if drained.joined && self.due.ready_by.take().is_some() {
             crate::notify::ready("running; joined the cluster");
         }
@@ -355,10 +355,11 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
     /// Removes whatever is left (drain timed out, or nobody to hand to),
     /// leaves the cluster, persists, and lets the last hooks finish.
     pub(super) async fn stop(mut self) -> Result<(), AgentError> {
-        let wall = self.clock.wall_ms();
-        self.shell.release_all(&mut self.platform, wall).await?;
+        self.shell
+            .release_all(&mut self.platform, now(&self.clock))
+            .await?;
         tracing::info!("leaving the cluster");
-        self.shell.engine.leave(now(&self.clock));
+        self.shell.node.engine_mut().leave(now(&self.clock));
         self.shell.flush(&self.socket).await;
         self.shell.persist()?;
         // The last hooks (releases) may finish, within their timeout.

@@ -1,8 +1,8 @@
-//! The agent: the I/O shell around the cluster [`Engine`].
+//! The agent: the I/O shell around the cluster [`Node`] (and its engine).
 //!
-//! One loop owns the engine and does every effect it asks for: it reads
+//! One loop owns the node and does every effect it asks for: it reads
 //! datagrams, opens them ([`Opener`]: wrong key, tampering and replays are
-//! dropped and counted here) and hands the plaintext to the engine; it seals
+//! dropped and counted here) and hands the plaintext to the node; it seals
 //! and sends what the engine wants sent; it sleeps until the engine's next
 //! deadline; it answers control requests; it reconciles the machine's
 //! interfaces with the allocation through a [`Platform`]; it persists the
@@ -15,20 +15,22 @@
 //! - `driver.rs`: the loop, what wakes it (tick, control request, machine
 //!   event, health check, witness answer, shutdown) and the work that falls
 //!   due (links, reconcile, renewal).
-//! - `shell.rs`: the state beside the engine (installed and announced
-//!   addresses, what was saved, the observer) and the effects: hearing and
-//!   sending datagrams, the engine's events, reconcile, renewal, shutdown.
-//! - `wire.rs`: the wire as the lock (probes, conflicts, signs of life).
+//! - `shell.rs`: the state beside the node (the seal, what was saved, the
+//!   observer) and the effects: hearing and sending datagrams, the node's
+//!   events, reconcile (the node plans, the platform executes), renewal,
+//!   shutdown.
+//! - `wire.rs`: the wire as the lock on the platform's side (claims read
+//!   and the node's answers executed, probes sent, signs of life).
 //! - `requests.rs`: the control requests, reload and `status`.
-//! - [`reason`]: why an address was acquired or released; [`events`]: the
-//!   history, fed with those reasons, which also fires the [`hooks`] and
-//!   counts the [`metrics`].
+//! - [`reason`] (the node's): why an address was acquired or released;
+//!   [`events`]: the history, fed with those reasons, which also fires the
+//!   [`hooks`] and counts the [`metrics`].
 //! - `settings.rs`: what the agent runs with, and what reloads live.
 //! - [`platform`] and [`linux`]: the machine (addresses, links, the wire);
 //!   [`net`]: the socket and the clock; [`health`]: checks; [`server`]: the
 //!   control socket; [`store`]: the state file.
 //!
-//! [`Engine`]: fechter_cluster::engine::Engine
+//! [`Node`]: fechter_cluster::node::Node
 //! [`Opener`]: fechter_cluster::seal::Opener
 //! [`Platform`]: platform::Platform
 
@@ -40,7 +42,7 @@ pub mod linux;
 pub mod metrics;
 pub mod net;
 pub mod platform;
-pub mod reason;
+pub use fechter_cluster::node::reason;
 mod requests;
 pub mod server;
 mod settings;

@@ -61,7 +61,8 @@ impl Shell {
     pub(super) fn handle_request(&mut self, now: Now, req: Request) -> Response {
         let result = match req {
             Request::AddAddress { spec } => {
-                self.engine
+                self.node
+                    .engine_mut()
                     .add_address(now, spec.clone())
                     .map_err(|e| match e {
                         AddError::AlreadyPresent { existing } if existing == spec => {
@@ -77,14 +78,15 @@ impl Shell {
                     })
             }
             Request::RemoveAddress { spec } => {
-                let existing = self.engine.replica().addresses.get(&spec.ip).cloned();
+                let existing = self.node.engine().replica().addresses.get(&spec.ip).cloned();
                 match existing {
                     Some(e) if e.state == AddressState::Assignable && e.spec != spec => Err(format!(
                         "{} is managed as {}; remove it by that name",
                         spec.ip, e.spec
                     )),
                     _ => self
-                        .engine
+                        .node
+                        .engine_mut()
                         .remove_address(now, spec.ip)
                         .map_err(|e| match e {
                             RemoveError::UnknownAddress { .. } => format!(
@@ -97,15 +99,16 @@ impl Shell {
                 }
             }
             Request::Up => {
-                self.engine.update_own(now, |r| r.admin = Admin::Up);
+                self.node.engine_mut().update_own(now, |r| r.admin = Admin::Up);
                 Ok(())
             }
             Request::Forget { node } => self
-                .engine
+                .node
+                .engine_mut()
                 .forget(now, &node)
                 .map_err(|e| format!("{e}; nothing changed")),
             Request::Down => {
-                self.engine.update_own(now, |r| r.admin = Admin::Down);
+                self.node.engine_mut().update_own(now, |r| r.admin = Admin::Down);
                 Ok(())
             }
             Request::Reload => {
@@ -136,11 +139,11 @@ impl Shell {
     }
 
     pub(super) fn status(&self) -> StatusReport {
-        let r = self.engine.replica();
-        let me = &self.engine.id().node;
-        let live = self.engine.alive();
+        let r = self.node.engine().replica();
+        let me = &self.node.engine().id().node;
+        let live = self.node.engine().alive();
         let alive = |id: &NodeId| live.contains(id);
-        let el = self.engine.eligibility();
+        let el = self.node.engine().eligibility();
         // Forgotten nodes (`fechter forget`) are not members any more.
         let members = r
             .counted_nodes()
@@ -158,17 +161,20 @@ impl Shell {
                     .cloned()
                     .unwrap_or_default()
                     .into_iter()
-                    .chain((n.id == *me && self.engine.fenced()).then(|| "no quorum".to_string()))
                     .chain(
-                        (n.id == *me && self.engine.standing() == Standing::Minority).then(|| {
-                            "no majority: serves only what nobody else answers for".to_string()
-                        }),
+                        (n.id == *me && self.node.engine().fenced())
+                            .then(|| "no quorum".to_string()),
+                    )
+                    .chain(
+                        (n.id == *me && self.node.engine().standing() == Standing::Minority).then(
+                            || "no majority: serves only what nobody else answers for".to_string(),
+                        ),
                     )
                     .chain(n.iface_trouble.iter().map(|(i, why)| format!("{i}: {why}")))
                     .collect(),
             })
             .collect();
-        let alloc = self.engine.allocation();
+        let alloc = self.node.engine().allocation();
         let addresses = r
             .addresses
             .assignable()
@@ -191,7 +197,7 @@ impl Shell {
                 dropped.insert(reason.as_str().to_string(), n);
             }
         }
-        let e = self.engine.drops();
+        let e = self.node.engine().drops();
         for (k, v) in [
             ("malformed-packet", e.malformed),
             ("swim-rejected", e.swim_rejected),
@@ -201,13 +207,13 @@ impl Shell {
             }
         }
         let mut notes = Vec::new();
-        if self.engine.fenced() {
+        if self.node.engine().fenced() {
             notes.push(
                 "no quorum: this node sees no majority of the cluster and nothing on its segment, and holds nothing"
                     .to_string(),
             );
         }
-        if self.engine.standing() == Standing::Minority {
+        if self.node.engine().standing() == Standing::Minority {
             notes.push(
                 "minority: this node sees no majority of the cluster but its segment is alive; it serves what no other machine answers for on the wire, and does not lead"
                     .to_string(),
@@ -220,7 +226,7 @@ impl Shell {
         }
         StatusReport {
             node: me.to_string(),
-            leader: self.engine.leader().map(ToString::to_string),
+            leader: self.node.engine().leader().map(ToString::to_string),
             members,
             addresses,
             notes,

@@ -1,7 +1,7 @@
-//! The agent's state beside the engine: what this node installed and
-//! announced, what it saved, the wire lock's probes, and the observer
-//! (history, hooks, metrics). The [`super::driver::Driver`] calls it; it
-//! calls the engine and the platform.
+//! The agent's shell around its [`Node`]: the seal, what it saved, the
+//! observer (history, hooks, metrics), and the effects the node asks for,
+//! done on the platform. The [`super::driver::Driver`] calls it in the
+//! order `fechter_cluster::node` documents.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fechter_cluster::engine::{Engine, EngineConfig, Event, Id, Now};
+use fechter_cluster::node::{Node, NodeEvent, Plan, mac_text};
 use fechter_cluster::persist::{DataDir, PersistError};
 use fechter_cluster::seal::{MAX_PAYLOAD_LEN, Opener, Sealer};
-use fechter_core::alloc::Allocation;
-use fechter_core::reconcile::{Action, LocalView, installed_after, keep_announced, plan, renewals};
+use fechter_cluster::wire_lock::WireLock;
 use fechter_core::replica::{Admin, NodeRecord, Replica};
 use fechter_core::{AddrSpec, NodeId};
 
@@ -20,8 +20,8 @@ use super::events::{Observer, What};
 use super::net::Datagram;
 use super::platform::Platform;
 use super::store::{self, Persisted};
-use super::wire::WireState;
-use super::{AgentError, INSTALLED_FILE, PERSIST_DELAY, Settings, hooks, metrics, mono, reason};
+use super::wire::{SignsOfLife, standing_text};
+use super::{AgentError, INSTALLED_FILE, PERSIST_DELAY, Settings, hooks, metrics, mono};
 
 /// The engine's RNG seed: distinct per node and start, and never from the OS
 /// inside the engine itself.
@@ -29,11 +29,10 @@ fn rng_seed(node: &NodeId, incarnation: u64) -> u64 {
     node.stable_hash() ^ incarnation.rotate_left(17)
 }
 
-/// What the engine's events ask of the loop ([`Shell::drain_events`]).
+/// What the node's events ask of the loop ([`Shell::drain_events`]),
+/// besides a plan ([`Node::plan_due`]).
 #[derive(Debug, Default)]
 pub(super) struct Drained {
-    /// The allocation this node acts on changed: reconcile.
-    pub(super) realloc: bool,
     /// This node joined the cluster (systemd readiness).
     pub(super) joined: bool,
     /// The engine wants a witness probe.
@@ -41,24 +40,21 @@ pub(super) struct Drained {
 }
 
 pub(super) struct Shell {
-    pub(super) engine: Engine,
+    /// The node, sans I/O: engine, installed and announced addresses, the
+    /// wire lock, the reasons.
+    pub(super) node: Node,
     pub(super) sealer: Sealer,
     pub(super) opener: Opener,
     pub(super) dir: DataDir,
     pub(super) saved: Persisted,
     pub(super) save_due: Option<Instant>,
-    /// Addresses this node installed (persisted, written ahead).
-    pub(super) installed: BTreeSet<AddrSpec>,
-    /// Addresses announced since this process started holding them.
-    pub(super) announced: BTreeSet<AddrSpec>,
     /// History, hooks and metrics.
     pub(super) obs: Observer,
-    /// The allocation of the last reconcile, and the holders taken over
-    /// since: why an address is acquired or released.
-    pub(super) last_alloc: Allocation,
-    pub(super) took_over: BTreeSet<NodeId>,
-    /// The wire as the lock: probes, conflicts, signs of life.
-    pub(super) wire: WireState,
+    /// Whom to ask for a sign of life while a majority is missing.
+    pub(super) signs: SignsOfLife,
+    /// What events drained outside the loop's own drain (a reconcile's)
+    /// asked for: handed over by the next [`Shell::drain_events`].
+    carry: Drained,
 }
 
 impl Shell {
@@ -113,26 +109,20 @@ impl Shell {
             hooks::Hooks::start(settings.notify.clone()),
             metrics,
         );
+        let lock = WireLock::new(
+            settings.timings.probe_window,
+            settings.timings.heartbeat_interval,
+        );
         let mut shell = Shell {
-            engine: Engine::new(cfg, replica, seed, now),
+            node: Node::new(Engine::new(cfg, replica, seed, now), installed, lock),
             sealer: Sealer::new(&settings.key, &settings.node_id, saved.incarnation),
             opener: Opener::new(&settings.key),
             dir,
             saved,
             save_due: None,
-            installed,
-            announced: BTreeSet::new(),
             obs,
-            last_alloc: Allocation::default(),
-            took_over: BTreeSet::new(),
-            wire: WireState::new(
-                fechter_cluster::wire_lock::WireLock::new(
-                    settings.timings.probe_window,
-                    settings.timings.heartbeat_interval,
-                ),
-                listen.ip(),
-                None,
-            ),
+            signs: SignsOfLife::new(listen.ip(), None),
+            carry: Drained::default(),
         };
         let incarnation = shell.saved.incarnation;
         shell.obs.note(now.wall_ms, What::Started { incarnation });
@@ -146,7 +136,7 @@ impl Shell {
     pub(super) fn hear(&mut self, now: Now, r: std::io::Result<(usize, SocketAddr)>, buf: &[u8]) {
         match r {
             Ok((n, from)) => match self.opener.open(&buf[..n]) {
-                Ok(opened) => self.engine.handle_datagram(now, from, &opened.payload),
+                Ok(opened) => self.node.handle_datagram(now, from, &opened.payload),
                 Err(reason) => tracing::debug!(%from, ?reason, "dropped a cluster datagram"),
             },
             // ICMP errors surface here on Linux (peer port closed): not fatal.
@@ -155,7 +145,7 @@ impl Shell {
     }
 
     pub(super) async fn flush<S: Datagram>(&mut self, socket: &S) {
-        while let Some(t) = self.engine.poll_transmit() {
+        while let Some(t) = self.node.poll_transmit() {
             match self.sealer.seal_with_os_rng(&t.payload) {
                 Ok(d) => {
                     if let Err(e) = socket.send_to(&d, t.to).await {
@@ -167,73 +157,46 @@ impl Shell {
         }
     }
 
-    /// Logs the engine's events, notes them in the history and schedules
+    /// Logs the node's events, notes them in the history and schedules
     /// persistence; returns what the loop must act on.
     pub(super) fn drain_events(&mut self, now: Now) -> Drained {
-        let mut out = Drained::default();
+        let mut out = std::mem::take(&mut self.carry);
         let mut any = false;
-        while let Some(ev) = self.engine.poll_event() {
+        while let Some(ev) = self.node.poll_event() {
             any = true;
-            let t = now.wall_ms;
             match ev {
-                Event::MemberUp(id) => {
-                    tracing::info!(member = %id.node, addr = %id.addr, "member up");
-                    self.obs.note(t, What::MemberUp { member: id.node });
-                    // A member came (back): after a partition heals, clients
-                    // on the other side may still point at a stale MAC, so
-                    // every held address is announced again.
-                    self.announced.clear();
-                    out.realloc = true;
+                NodeEvent::Engine(ev) => self.engine_event(now, ev, &mut out),
+                NodeEvent::Acquired { address, reason } => {
+                    tracing::info!(%address, %reason, "acquired");
+                    self.obs
+                        .note(now.wall_ms, What::Acquired { address, reason });
                 }
-                Event::MemberDown(id) => {
-                    tracing::warn!(member = %id.node, "member down");
-                    self.obs.note(t, What::MemberDown { member: id.node });
+                NodeEvent::Released { address, reason } => {
+                    tracing::info!(%address, %reason, "released");
+                    self.obs
+                        .note(now.wall_ms, What::Released { address, reason });
                 }
-                Event::Joined => {
-                    out.joined = true;
-                    tracing::info!("joined the cluster")
-                }
-                Event::Isolated => tracing::warn!("no live peer: isolated"),
-                Event::LeaderChanged(l) => {
-                    tracing::info!(leader = l.as_ref().map(NodeId::as_str), "leader");
-                    self.obs.note(t, What::LeaderChanged { leader: l });
-                }
-                Event::TookOver { holder, silence } => {
-                    tracing::warn!(%holder, ?silence, "holder unheard: took over its addresses");
-                    let silence_ms = silence.as_millis() as u64;
-                    self.took_over.insert(holder.clone());
-                    self.obs.note(t, What::TookOver { holder, silence_ms });
-                }
-                Event::Published(meta) => {
-                    tracing::debug!(
-                        term = meta.term.0,
-                        version = meta.version,
-                        "published a table"
-                    )
-                }
-                Event::AllocationChanged => out.realloc = true,
-                Event::Fenced => {
-                    tracing::warn!("no quorum: released every address (self-fenced)");
-                    self.obs.note(t, What::QuorumLost);
-                }
-                Event::ProbeWitness => out.probe = true,
-                Event::Minority => {
-                    tracing::warn!(
-                        "no quorum, but the segment is alive: serving what nobody else on the wire answers for"
-                    );
-                    self.obs.note(t, What::Minority);
-                    out.realloc = true;
-                }
-                Event::Unfenced => {
-                    tracing::info!("quorum regained");
-                    self.obs.note(t, What::QuorumRegained);
-                    self.announced.clear();
-                    out.realloc = true;
-                }
-                Event::StateChanged => {
-                    if self.save_due.is_none() && self.wanted() != self.saved {
-                        self.save_due = Some(mono() + PERSIST_DELAY);
+                NodeEvent::Announced(_) => self.obs.metrics.announced(),
+                NodeEvent::Conflict {
+                    address,
+                    mac,
+                    kept,
+                    standing,
+                } => {
+                    let mac = mac_text(mac);
+                    if kept {
+                        tracing::warn!(%address, %mac, "another machine answers for an address this node holds: defending it");
+                    } else {
+                        tracing::warn!(%address, %mac, "another machine answers for an address this node holds without a majority: yielded it");
                     }
+                    let standing = standing_text(standing).to_string();
+                    let what = What::Conflict {
+                        address,
+                        mac,
+                        kept,
+                        standing,
+                    };
+                    self.obs.note(now.wall_ms, what);
                 }
             }
         }
@@ -243,32 +206,93 @@ impl Shell {
         out
     }
 
+    /// One of the engine's events: logged, noted, and what it asks of the
+    /// loop.
+    fn engine_event(&mut self, now: Now, ev: Event, out: &mut Drained) {
+        let t = now.wall_ms;
+        match ev {
+            Event::MemberUp(id) => {
+                tracing::info!(member = %id.node, addr = %id.addr, "member up");
+                self.obs.note(t, What::MemberUp { member: id.node });
+            }
+            Event::MemberDown(id) => {
+                tracing::warn!(member = %id.node, "member down");
+                self.obs.note(t, What::MemberDown { member: id.node });
+            }
+            Event::Joined => {
+                out.joined = true;
+                tracing::info!("joined the cluster")
+            }
+            Event::Isolated => tracing::warn!("no live peer: isolated"),
+            Event::LeaderChanged(l) => {
+                tracing::info!(leader = l.as_ref().map(NodeId::as_str), "leader");
+                self.obs.note(t, What::LeaderChanged { leader: l });
+            }
+            Event::TookOver { holder, silence } => {
+                tracing::warn!(%holder, ?silence, "holder unheard: took over its addresses");
+                let silence_ms = silence.as_millis() as u64;
+                self.obs.note(t, What::TookOver { holder, silence_ms });
+            }
+            Event::Published(meta) => {
+                tracing::debug!(
+                    term = meta.term.0,
+                    version = meta.version,
+                    "published a table"
+                )
+            }
+            Event::AllocationChanged => {}
+            Event::Fenced => {
+                tracing::warn!("no quorum: released every address (self-fenced)");
+                self.obs.note(t, What::QuorumLost);
+            }
+            Event::ProbeWitness => out.probe = true,
+            Event::Minority => {
+                tracing::warn!(
+                    "no quorum, but the segment is alive: serving what nobody else on the wire answers for"
+                );
+                self.obs.note(t, What::Minority);
+            }
+            Event::Unfenced => {
+                tracing::info!("quorum regained");
+                self.obs.note(t, What::QuorumRegained);
+            }
+            Event::StateChanged => {
+                if self.save_due.is_none() && self.wanted() != self.saved {
+                    self.save_due = Some(mono() + PERSIST_DELAY);
+                }
+            }
+        }
+    }
+
     pub(super) fn refresh_metrics(&self) {
-        let held = self.installed.len();
-        self.obs.metrics.refresh(&self.engine, &self.opener, held);
-        self.obs.metrics.waiting(self.wire.base.len());
+        let held = self.node.installed().len();
+        self.obs
+            .metrics
+            .refresh(self.node.engine(), &self.opener, held);
+        self.obs.metrics.waiting(self.node.waiting());
     }
 
     /// Whether this node holds nothing any more (after a drain request), or
     /// nobody else can take what it holds.
     pub(super) fn drained(&self) -> bool {
-        let me = &self.engine.id().node;
-        let holds = self
-            .engine
+        let engine = self.node.engine();
+        let me = &engine.id().node;
+        let holds = engine
             .allocation()
             .placements
             .values()
             .any(|p| p.holder == *me || p.handoff_from.as_ref() == Some(me));
-        !holds || self.engine.eligibility().eligible.is_empty()
+        !holds || engine.eligibility().eligible.is_empty()
     }
 
-    /// Brings the interfaces in line with the allocation.
+    /// Brings the interfaces in line with the allocation: the node plans
+    /// against what the interfaces hold now, the plan is recorded ahead and
+    /// executed, and the node is told what it did.
     pub(super) async fn reconcile<P: Platform>(
         &mut self,
         platform: &mut P,
         now: Now,
     ) -> Result<(), PersistError> {
-        let me = self.engine.id().node.clone();
         let observed = match platform.observe().await {
             Ok(o) => o,
             Err(e) => {
@@ -276,101 +300,40 @@ impl Shell {
                 return Ok(());
             }
         };
-        let alloc = self.engine.allocation().clone();
-        let unproven = self.wire_unproven(now, &observed);
-        keep_announced(&me, &alloc, &mut self.announced);
-        let view = LocalView {
-            observed,
-            installed: self.installed.clone(),
-            unproven,
-            announced: self.announced.clone(),
-        };
-        let actions = plan(&me, &alloc, &view);
-        self.execute(platform, now, &actions, &alloc).await?;
-        self.wire_settled();
-        self.engine.confirm_installed(now, &self.installed);
-        self.remember(alloc);
+        let plan = self.node.plan(now, observed);
+        self.execute(platform, now, plan).await?;
         self.refresh_metrics();
         Ok(())
     }
 
-    /// Runs a plan: records ahead what it installs, notes every acquire and
-    /// release with its reason, and records what is installed after.
+    /// Runs a plan: records ahead what it installs, executes it, records
+    /// what is installed after, and logs and notes what the node reports.
     async fn execute<P: Platform>(
         &mut self,
         platform: &mut P,
         now: Now,
-        actions: &[Action],
-        alloc: &Allocation,
+        plan: Plan,
     ) -> Result<(), PersistError> {
-        // Write ahead: an address is recorded before it is installed, so a
-        // crash in between never leaves an address this node forgets.
-        let ahead: BTreeSet<AddrSpec> = self
-            .installed
+        if let Some(ahead) = &plan.ahead {
+            self.dir.save_json(INSTALLED_FILE, ahead)?;
+        }
+        let results = platform.execute_plan(&plan.actions).await;
+        let ok: Vec<bool> = plan
+            .actions
             .iter()
-            .cloned()
-            .chain(actions.iter().filter_map(|a| match a {
-                Action::Install(s) => Some(s.clone()),
-                _ => None,
-            }))
+            .zip(results)
+            .map(|(a, r)| {
+                r.inspect_err(|e| tracing::warn!(action = %a, "failed: {e}"))
+                    .is_ok()
+            })
             .collect();
-        if ahead != self.installed {
-            self.dir.save_json(INSTALLED_FILE, &ahead)?;
-        }
-        let mut done = Vec::new();
-        let results = platform.execute_plan(actions).await;
-        for (a, result) in actions.iter().zip(results) {
-            if let Err(e) = result {
-                tracing::warn!(action = %a, "failed: {e}");
-                continue;
-            }
-            match a {
-                Action::Install(s) | Action::Remove(s) => {
-                    let what = self.why(a, alloc);
-                    if let What::Acquired { reason, .. } | What::Released { reason, .. } = &what {
-                        let verb = if matches!(a, Action::Install(_)) {
-                            "acquired"
-                        } else {
-                            "released"
-                        };
-                        tracing::info!(address = %s, %reason, "{verb}");
-                    }
-                    self.obs.note(now.wall_ms, what);
-                }
-                Action::Announce(s) => {
-                    self.obs.metrics.announced();
-                    self.announced.insert(s.clone());
-                }
-                Action::Renew(_) => {}
-            }
-            done.push(a.clone());
-        }
-        let installed = installed_after(&done, &self.installed);
-        if installed != self.installed || ahead != installed {
+        if let Some(installed) = self.node.executed(now, plan, &ok) {
             self.dir.save_json(INSTALLED_FILE, &installed)?;
         }
-        self.installed = installed;
+        let drained = self.drain_events(now);
+        self.carry.joined |= drained.joined;
+        self.carry.probe |= drained.probe;
         Ok(())
-    }
-
-    /// Keeps `alloc` as the allocation the next reasons compare with. What
-    /// still waits on the wire keeps its previous placement and the
-    /// takeover it came from: the reason it is acquired later.
-    fn remember(&mut self, alloc: Allocation) {
-        let mut next = alloc;
-        for s in &self.wire.base {
-            if let Some(p) = self.last_alloc.placements.get(s) {
-                next.placements.insert(s.clone(), p.clone());
-            }
-        }
-        let pending_from: BTreeSet<NodeId> = self
-            .wire
-            .base
-            .iter()
-            .filter_map(|s| next.placements.get(s).map(|p| p.holder.clone()))
-            .collect();
-        self.last_alloc = next;
-        self.took_over.retain(|h| pending_from.contains(h));
     }
 
     /// Renews the kernel lease of every address this node installed and
@@ -381,8 +344,7 @@ impl Shell {
     /// reconcile that follows announces it again. Returns whether every
     /// renewal succeeded.
     pub(super) async fn renew<P: Platform>(&mut self, platform: &mut P) -> bool {
-        let me = &self.engine.id().node;
-        let actions = renewals(me, self.engine.allocation(), &self.installed);
+        let actions = self.node.renewals();
         if actions.is_empty() {
             return true;
         }
@@ -397,50 +359,24 @@ impl Shell {
         ok
     }
 
-    /// The history entry for an install or remove.
-    pub(super) fn why(&self, action: &Action, alloc: &Allocation) -> What {
-        let me = &self.engine.id().node;
-        let prev = &self.last_alloc;
-        let address = action.spec().clone();
-        if let Action::Install(s) = action {
-            let reinstall = self.installed.contains(s);
-            let reason = reason::acquire(s, me, prev, alloc, &self.took_over, reinstall);
-            return What::Acquired { address, reason };
-        }
-        let assignable = self
-            .engine
-            .replica()
-            .addresses
-            .assignable()
-            .into_iter()
-            .any(|(_, x)| x == address);
-        let how = reason::Releasing {
-            fenced: self.engine.fenced(),
-            assignable,
-            leaving: self.engine.leaving(),
-        };
-        let reason = reason::release(&address, me, prev, alloc, how);
-        What::Released { address, reason }
-    }
-
     /// Removes every address this node installed (shutdown).
     pub(super) async fn release_all<P: Platform>(
         &mut self,
         platform: &mut P,
-        wall_ms: u64,
+        now: Now,
     ) -> Result<(), PersistError> {
-        for a in std::mem::take(&mut self.installed) {
-            let act = Action::Remove(a.clone());
-            if let Err(e) = platform.execute(&act).await {
-                tracing::warn!(address = %a, "cannot remove: {e}");
-            } else {
-                tracing::info!(address = %a, "released");
-                let reason = reason::Reason::Shutdown;
-                self.obs
-                    .note(wall_ms, What::Released { address: a, reason });
+        let plan = self.node.release_all();
+        let mut ok = Vec::new();
+        for a in &plan.actions {
+            let r = platform.execute(a).await;
+            if let Err(e) = &r {
+                tracing::warn!(address = %a.spec(), "cannot remove: {e}");
             }
+            ok.push(r.is_ok());
         }
-        self.dir.save_json(INSTALLED_FILE, &self.installed)
+        self.node.executed(now, plan, &ok);
+        self.drain_events(now);
+        self.dir.save_json(INSTALLED_FILE, self.node.installed())
     }
 
     /// Publishes which interfaces named by the managed addresses this
@@ -448,7 +384,8 @@ impl Shell {
     /// the addresses on them, so they move.
     pub(super) async fn check_links<P: Platform>(&mut self, platform: &mut P, now: Now) {
         let ifaces: BTreeSet<String> = self
-            .engine
+            .node
+            .engine()
             .replica()
             .addresses
             .assignable()
@@ -457,9 +394,10 @@ impl Shell {
             .collect();
         let trouble: BTreeMap<String, String> =
             platform.unusable(&ifaces).await.into_iter().collect();
-        let me = self.engine.id().node.clone();
+        let me = self.node.me().clone();
         let current = self
-            .engine
+            .node
+            .engine()
             .replica()
             .nodes
             .get(&me)
@@ -469,19 +407,18 @@ impl Shell {
             if !trouble.is_empty() {
                 tracing::warn!(why = ?trouble, "this machine cannot hold the addresses on these interfaces");
             }
-            self.engine.update_own(now, |r| r.iface_trouble = trouble);
+            self.node
+                .engine_mut()
+                .update_own(now, |r| r.iface_trouble = trouble);
         }
     }
 
     /// What should be on disk now.
     pub(super) fn wanted(&self) -> Persisted {
-        let r = self.engine.replica();
+        let r = self.node.engine().replica();
         Persisted {
             incarnation: self.saved.incarnation,
-            admin: r
-                .nodes
-                .get(&self.engine.id().node)
-                .map_or(Admin::Down, |n| n.admin),
+            admin: r.nodes.get(self.node.me()).map_or(Admin::Down, |n| n.admin),
             addresses: r.addresses.clone(),
         }
     }
