@@ -27,6 +27,9 @@
 //! - [`platform`] and [`linux`]: the machine (addresses, links, the wire);
 //!   [`net`]: the socket and the clock; [`health`]: checks; [`server`]: the
 //!   control socket; [`store`]: the state file.
+//! - [`limits`]: the control socket and `/metrics` each on a thread of its
+//!   own, off this loop, with connection caps and deadlines; the open files
+//!   limit.
 //!
 //! [`Engine`]: fechter_cluster::engine::Engine
 //! [`Opener`]: fechter_cluster::seal::Opener
@@ -36,6 +39,7 @@ mod driver;
 pub mod events;
 pub mod health;
 pub mod hooks;
+pub mod limits;
 pub mod linux;
 pub mod metrics;
 pub mod net;
@@ -71,8 +75,6 @@ pub enum AgentError {
     Persist(#[from] PersistError),
     #[error("cluster socket: {0}")]
     Net(std::io::Error),
-    #[error("{0}")]
-    Metrics(String),
 }
 
 /// How long a state change from the cluster may wait before it is written
