@@ -189,6 +189,16 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
         );
     }
     let key = load_key(&r)?;
+    // Connections to the control socket and /metrics are capped; the rest
+    // (check scripts, hooks, netlink, the state files) must not meet the
+    // usual soft limit of 1,024 either.
+    match agent::limits::raise_nofile() {
+        Ok((before, now)) if before != now => {
+            tracing::info!("open files limit raised from {before} to {now}");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
     // Reload re-resolves the same flags and file; what the running process
     // cannot change (its sockets, its logging) must stay as it is.
     let (listen, control, log_json, dry_run, realtime) = (
@@ -250,12 +260,10 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
                 r.listen
             )
         })?;
-        let listener = server::bind(&r.control_socket)
-            .await
-            .map_err(|e| e.to_string())?;
+        let listener = server::bind(&r.control_socket).map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let reload_tx = tx.clone();
-        tokio::spawn(server::serve(listener, tx));
+        server::start(listener, tx).map_err(|e| format!("cannot serve the control socket: {e}"))?;
         // systemd (Type=notify): READY=1 follows from the agent loop once it
         // has joined or formed a cluster (fechter::notify::ready).
         fechter::notify::status(&format!(

@@ -1,5 +1,7 @@
 //! Prometheus metrics (`prometheus-client`), served on `metrics_listen`
-//! (`GET /metrics`) by a tiny HTTP/1.1 server: one request per connection.
+//! (`GET /metrics`) by a tiny HTTP/1.1 server: one request per connection,
+//! on a thread of its own within [`LIMITS`] (see [`super::limits`]). A
+//! port it cannot bind is logged; the agent runs on without `/metrics`.
 //!
 //! Counters and the takeover histogram are updated as things happen (see
 //! [`super::events::Observer`]); the gauges that mirror the engine's state
@@ -7,7 +9,7 @@
 //! loop on every renewal tick and after every engine event.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use fechter_cluster::engine::Engine;
@@ -21,7 +23,35 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::limits::{self, Dropped, Gate, Limits};
+
 type Labels = Vec<(&'static str, String)>;
+
+/// Connections the local servers dropped, by server and reason. One count
+/// per process, as the descriptors they save are the process's.
+static CONNECTIONS_DROPPED: LazyLock<Family<Labels, Counter>> = LazyLock::new(|| {
+    let f = Family::<Labels, Counter>::default();
+    for server in ["control", "metrics"] {
+        for why in Dropped::ALL {
+            let _ = f.get_or_create(&drop_labels(server, why));
+        }
+    }
+    f
+});
+
+fn drop_labels(server: &str, why: Dropped) -> Labels {
+    vec![
+        ("server", server.to_string()),
+        ("reason", why.as_str().to_string()),
+    ]
+}
+
+/// Counts a connection a local server dropped.
+pub(super) fn connection_dropped(server: &str, why: Dropped) {
+    CONNECTIONS_DROPPED
+        .get_or_create(&drop_labels(server, why))
+        .inc();
+}
 
 /// Every metric of the agent.
 pub struct Metrics {
@@ -158,6 +188,11 @@ impl Metrics {
             "Another machine answered for an address this node held: kept (this node hears a majority) or yielded",
             m.conflicts.clone(),
         );
+        r.register(
+            "connections_dropped",
+            "Connections to the control socket or /metrics dropped: full (every slot answering), evicted (idle while a new one needed its slot), timeout, oversized, malformed",
+            CONNECTIONS_DROPPED.clone(),
+        );
         m
     }
 
@@ -252,35 +287,117 @@ impl Metrics {
     }
 }
 
-/// How long a client may take to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// `/metrics`'s limits: a scraper or two, each answered in microseconds;
+/// a client that sends no request within 5 s is closed.
+pub const LIMITS: Limits = Limits {
+    max_connections: 16,
+    read_timeout: Duration::from_secs(5),
+    write_timeout: Duration::from_secs(5),
+};
 /// Longest request head read.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// Binds `addr` for [`serve`].
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        format!("cannot serve metrics on {addr} ({e}); is the port free, and is it this machine's address? (metrics_listen / --metrics-listen)")
-    })
+/// Serves `metrics` at `GET /metrics` on `addr` (if any), on a thread of its
+/// own. A port it cannot bind is logged, not fatal: the agent runs without
+/// `/metrics`. Returns the address served.
+pub fn start(addr: Option<SocketAddr>, metrics: Arc<Metrics>) -> Option<SocketAddr> {
+    start_with(addr?, metrics, LIMITS)
 }
 
-/// Answers `GET /metrics` on `listener` forever.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+/// [`start`] with other limits.
+pub fn start_with(addr: SocketAddr, metrics: Arc<Metrics>, limits: Limits) -> Option<SocketAddr> {
+    let bound = std::net::TcpListener::bind(addr).and_then(|l| {
+        l.set_nonblocking(true)?;
+        limits::deepen_backlog(std::os::fd::AsFd::as_fd(&l))?;
+        Ok((l.local_addr()?, l))
+    });
+    let (local, listener) = match bound {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(
+                "cannot serve metrics on {addr} ({e}); is the port free, and is it this machine's address? (metrics_listen / --metrics-listen); running without /metrics"
+            );
+            return None;
+        }
+    };
+    let started = limits::spawn_server("fechter-metrics", move || async move {
+        match TcpListener::from_std(listener) {
+            Ok(l) => serve(l, metrics, limits).await,
+            Err(e) => {
+                tracing::error!("cannot serve metrics on {local} ({e}); running without /metrics")
+            }
+        }
+    });
+    if let Err(e) = started {
+        tracing::error!("cannot start the metrics server ({e}); running without /metrics");
+        return None;
+    }
+    tracing::info!(addr = %local, "serving metrics at /metrics");
+    Some(local)
+}
+
+/// Answers `GET /metrics` on `listener` forever, within `limits`.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, limits: Limits) {
+    let gate = Gate::new("metrics", limits);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors, most likely: wait for some to close.
+                tracing::debug!("metrics: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(mut conn) = gate.admit() else {
+            refuse(stream, b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             continue;
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &metrics).await {
+            if let Err(e) = answer(stream, &mut conn, &metrics).await {
                 tracing::debug!("metrics connection: {e}");
             }
         });
+        // Lets an evicted connection close before the next is accepted.
+        tokio::task::yield_now().await;
     }
 }
 
-async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+/// Closes `stream` at once after `msg`, written only if it fits the
+/// socket's buffer without waiting (it does, on a fresh connection).
+pub(super) fn refuse<S: IntoStd>(stream: S, msg: &[u8]) {
+    use std::io::Write;
+    if let Ok(mut s) = stream.into_std_stream() {
+        let _ = s.write(msg);
+    }
+}
+
+/// A tokio stream as its (non-blocking) std stream.
+pub(super) trait IntoStd {
+    type Std: std::io::Write;
+    fn into_std_stream(self) -> std::io::Result<Self::Std>;
+}
+
+impl IntoStd for TcpStream {
+    type Std = std::net::TcpStream;
+    fn into_std_stream(self) -> std::io::Result<Self::Std> {
+        self.into_std()
+    }
+}
+
+impl IntoStd for tokio::net::UnixStream {
+    type Std = std::os::unix::net::UnixStream;
+    fn into_std_stream(self) -> std::io::Result<Self::Std> {
+        self.into_std()
+    }
+}
+
+async fn answer(
+    mut stream: TcpStream,
+    conn: &mut limits::Conn,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     let read = async {
@@ -293,7 +410,14 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
         }
         Ok::<_, std::io::Error>(())
     };
-    if tokio::time::timeout(READ_TIMEOUT, read).await.is_err() {
+    let Some(read) = conn.read(read).await else {
+        return Ok(());
+    };
+    read?;
+    if head.len() >= MAX_HEAD && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        conn.gate().dropped(Dropped::Oversized);
+        let out = "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let _ = conn.write(stream.write_all(out.as_bytes())).await;
         return Ok(());
     }
     let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
@@ -325,8 +449,11 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
     if method != "HEAD" {
         out.push_str(&body);
     }
-    stream.write_all(out.as_bytes()).await?;
-    stream.shutdown().await
+    let write = async {
+        stream.write_all(out.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    conn.write(write).await.unwrap_or(Ok(()))
 }
 
 #[cfg(test)]
@@ -362,11 +489,9 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn get_metrics_over_http() {
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let m = Arc::new(Metrics::new());
         m.took_over(80);
-        tokio::spawn(serve(listener, m));
+        let addr = start(Some("127.0.0.1:0".parse().unwrap()), m).unwrap();
         let get = |req: &'static str| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             s.write_all(req.as_bytes()).await.unwrap();
@@ -382,5 +507,62 @@ mod tests {
         assert!(nf.starts_with("HTTP/1.1 404"), "{nf}");
         let na = get("POST /metrics HTTP/1.1\r\n\r\n").await;
         assert!(na.starts_with("HTTP/1.1 405"), "{na}");
+    }
+
+    /// `GET /metrics` from `addr`, blocking (bounded): the answer.
+    fn scrape(addr: SocketAddr) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn two_thousand_idle_connections_leave_metrics_answering() {
+        limits::raise_nofile().unwrap();
+        let m = Arc::new(Metrics::new());
+        let addr = start(Some("127.0.0.1:0".parse().unwrap()), m).unwrap();
+        let idle: Vec<std::net::TcpStream> = (0..2000)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let t = std::time::Instant::now();
+        let text = scrape(addr);
+        let took = t.elapsed();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(took < Duration::from_secs(1), "answered after {took:?}");
+        let evicted = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "fechter_connections_dropped_total{server=\"metrics\",reason=\"evicted\"} ",
+                )
+            })
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no evicted count in:\n{text}"));
+        // All but the slots' worth were closed to make room, the scrape's own
+        // slot included.
+        assert!(
+            evicted > 2000 - LIMITS.max_connections as u64,
+            "{evicted} evicted"
+        );
+        let open = idle
+            .iter()
+            .filter(|s| !limits::tests::closed(*s, |d| s.set_read_timeout(Some(d)).unwrap()))
+            .count();
+        assert!(
+            open < LIMITS.max_connections,
+            "{open} idle connections still open"
+        );
+    }
+
+    #[test]
+    fn a_port_in_use_is_logged_not_fatal() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        assert_eq!(start(Some(addr), Arc::new(Metrics::new())), None);
+        assert_eq!(start(None, Arc::new(Metrics::new())), None);
     }
 }

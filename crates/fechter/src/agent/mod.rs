@@ -29,6 +29,9 @@
 //! - [`platform`] and [`linux`]: the machine (addresses, links, the wire);
 //!   [`net`]: the socket and the clock; [`health`]: checks; [`server`]: the
 //!   control socket; [`store`]: the state file.
+//! - [`limits`]: the control socket and `/metrics` each on a thread of its
+//!   own, off this loop, with connection caps and deadlines; the open files
+//!   limit.
 //!
 //! [`Node`]: fechter_cluster::node::Node
 //! [`Opener`]: fechter_cluster::seal::Opener
@@ -38,6 +41,7 @@ mod driver;
 pub mod events;
 pub mod health;
 pub mod hooks;
+pub mod limits;
 pub mod linux;
 pub mod metrics;
 pub mod net;
@@ -73,8 +77,6 @@ pub enum AgentError {
     Persist(#[from] PersistError),
     #[error("cluster socket: {0}")]
     Net(std::io::Error),
-    #[error("{0}")]
-    Metrics(String),
 }
 
 /// How long a state change from the cluster may wait before it is written

@@ -98,11 +98,7 @@ impl Shell {
         };
         let seed = rng_seed(&settings.node_id, saved.incarnation);
         let metrics = Arc::new(metrics::Metrics::new());
-        if let Some(addr) = settings.metrics_listen {
-            let listener = metrics::bind(addr).await.map_err(AgentError::Metrics)?;
-            tracing::info!(%addr, "serving metrics at /metrics");
-            tokio::spawn(metrics::serve(listener, metrics.clone()));
-        }
+        metrics::start(settings.metrics_listen, metrics.clone());
         let obs = Observer::new(
             settings.node_id.clone(),
             saved.incarnation,
