@@ -42,14 +42,12 @@
 //! - [`seal`]: every cluster datagram is encrypted and authenticated with
 //!   XChaCha20-Poly1305 under the cluster key, and checked against a
 //!   per-sender replay window; dropped datagrams are counted by reason.
-//! - [`keyfile`] and [`persist`]: the only modules that touch files (the
-//!   key file; atomic state files and the locked data directory).
+//! - No module touches files: the key file and the agent's state files
+//!   are the `fechter` crate's (`files/`).
 
 pub mod duty;
 pub mod engine;
-pub mod keyfile;
 pub mod node;
-pub mod persist;
 #[cfg(feature = "sim")]
 pub mod rehome;
 pub mod seal;

@@ -222,7 +222,7 @@ impl Demo {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         self.dir = Some(dir.clone());
         let key = dir.join("cluster.key");
-        fechter_cluster::keyfile::generate_key_file(&key).map_err(|e| e.to_string())?;
+        crate::files::keyfile::generate_key_file(&key).map_err(|e| e.to_string())?;
 
         step(&format!(
             "building the lab: {n} machines and a client on a virtual switch ... "

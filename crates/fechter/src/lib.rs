@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod files;
 pub mod lab_agent;
 pub mod notify;
 pub mod plan;

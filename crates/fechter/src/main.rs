@@ -49,7 +49,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Keygen { path } => {
-            fechter_cluster::keyfile::generate_key_file(&path).map_err(|e| e.to_string())?;
+            fechter::files::keyfile::generate_key_file(&path).map_err(|e| e.to_string())?;
             println!(
                 "wrote a new cluster key to {}; copy it to every node (mode 0600)",
                 path.display()
@@ -321,7 +321,7 @@ fn shutdown_signal(
 /// The cluster key the resolved settings name.
 fn load_key(r: &fechter::config::Resolved) -> Result<[u8; 32], String> {
     match (&r.key_file, r.insecure) {
-        (Some(path), _) => fechter_cluster::keyfile::load_key_file(path).map_err(|e| e.to_string()),
+        (Some(path), _) => fechter::files::keyfile::load_key_file(path).map_err(|e| e.to_string()),
         (None, true) => Ok([0u8; 32]),
         (None, false) => Err("no cluster key: create one with `fechter keygen /etc/fechter/cluster.key`, copy it to every node, and start the agent with --key-file /etc/fechter/cluster.key (or give --insecure for a throw-away test cluster)".into()),
     }

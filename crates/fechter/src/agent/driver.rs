@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::events::What;
 use super::net::{Datagram, WallClock};
@@ -23,7 +23,12 @@ use super::shell::Shell;
 use super::{
     AgentError, ControlCall, QUEUED_BEFORE_TIMERS, RESYNC_EVERY, Settings, health, mono, now,
 };
-use crate::control::Request;
+use crate::control::{Request, Response};
+use crate::files::state::STATE_FILE;
+use crate::files::writer::{RETRY, Saved};
+
+/// How long a stopping agent waits for its last state files.
+const STOP_WRITES: Duration = Duration::from_secs(5);
 
 /// Work that fell due and runs at the top of the next pass.
 #[derive(Debug)]
@@ -54,6 +59,8 @@ enum Wake {
     Health(Option<(String, bool)>),
     /// A witness probe's answer: when it was sent, whether it was answered.
     Witness(Instant, bool),
+    /// A state file was written (or could not be).
+    Saved(Saved),
     Shutdown,
 }
 
@@ -74,6 +81,11 @@ pub(super) struct Driver<S, C, P> {
     witness_rx: mpsc::Receiver<(Instant, bool)>,
     buf: Vec<u8>,
     due: Due,
+    /// The writer's outcomes.
+    disk: mpsc::UnboundedReceiver<Saved>,
+    /// Commands answered once the state file that holds them is written:
+    /// (write, where the answer goes, the answer).
+    unsaved: Vec<(u64, oneshot::Sender<Response>, Response)>,
 }
 
 impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
@@ -98,6 +110,10 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
             shell.signs.gateway_v4 = Some(gw);
         }
         let (witness_tx, witness_rx) = mpsc::channel(4);
+        let disk = shell
+            .disk_outcomes
+            .take()
+            .expect("a new shell has the writer's outcomes");
         // systemd readiness: once joined, or at once for a node with no
         // seed (it forms the cluster), or after a while alone (a cold start
         // of the whole cluster must not fail the boot).
@@ -132,6 +148,8 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
             witness_rx,
             buf: vec![0u8; 2048],
             due,
+            disk,
+            unsaved: Vec::new(),
         }
     }
 
@@ -168,7 +186,7 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
         if std::mem::take(&mut self.due.reconcile) {
             // (A reconcile renews what it keeps.)
             self.due.renew = false;
-            self.shell.reconcile(&mut self.platform, now).await?;
+            self.shell.reconcile(&mut self.platform, now).await;
         }
         if std::mem::take(&mut self.due.renew) {
             // A failed renewal (an interface gone?) is looked at by a
@@ -225,6 +243,7 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
             ev = machine => Wake::Machine(ev),
             change = health => Wake::Health(change),
             Some((sent, ok)) = self.witness_rx.recv() => Wake::Witness(sent, ok),
+            Some(saved) = self.disk.recv() => Wake::Saved(saved),
             () = shutdown.as_mut(), if self.due.draining.is_none() => Wake::Shutdown,
         }
     }
@@ -232,14 +251,8 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
     async fn handle(&mut self, wake: Wake) -> Result<(), AgentError> {
         match wake {
             Wake::Tick => self.on_tick().await?,
-            Wake::Control((req, reply)) => {
-                let resp = match req {
-                    Request::Reload => reload(&mut self.settings, &mut self.shell),
-                    req => self.shell.handle_request(now(&self.clock), req),
-                };
-                let _ = reply.send(resp);
-                self.due.links = true;
-            }
+            Wake::Control((req, reply)) => self.on_control(req, reply),
+            Wake::Saved(saved) => self.on_saved(saved),
             Wake::Machine(ev) => self.on_machine(ev),
             Wake::Health(Some((name, passing))) => {
                 let t = self.clock.wall_ms();
@@ -294,7 +307,7 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
         shell.wire_after(platform, now(&self.clock));
         let t = mono();
         if self.shell.save_due.is_some_and(|d| d <= t) {
-            self.shell.persist()?;
+            self.shell.persist();
         }
         if self.due.next_renew <= t {
             self.due.next_renew = t + self.settings.renew_every;
@@ -315,6 +328,58 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
             self.shell.node.forget_announced();
         }
         Ok(())
+    }
+
+    /// A control request. A command that changed something is answered
+    /// once the state file that holds it is on disk ([`Driver::on_saved`]).
+    fn on_control(&mut self, req: Request, reply: oneshot::Sender<Response>) {
+        let command = matches!(
+            req,
+            Request::AddAddress { .. }
+                | Request::RemoveAddress { .. }
+                | Request::Up
+                | Request::Down
+                | Request::Forget { .. }
+        );
+        let resp = match req {
+            Request::Reload => reload(&mut self.settings, &mut self.shell),
+            req => self.shell.handle_request(now(&self.clock), req),
+        };
+        self.due.links = true;
+        let write = match (&resp, command) {
+            (Response::Ok { .. }, true) => self.shell.persist(),
+            _ => None,
+        };
+        match write {
+            Some(seq) => self.unsaved.push((seq, reply, resp)),
+            None => {
+                let _ = reply.send(resp);
+            }
+        }
+    }
+
+    /// A state file was written, or could not be: the commands it holds
+    /// are answered (a failure says so; the writer keeps retrying).
+    fn on_saved(&mut self, saved: Saved) {
+        self.shell.refresh_metrics();
+        if saved.file != STATE_FILE {
+            return;
+        }
+        let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unsaved)
+            .into_iter()
+            .partition(|(seq, _, _)| *seq <= saved.seq);
+        self.unsaved = rest;
+        for (_, reply, resp) in done {
+            let resp = match &saved.result {
+                Ok(()) => resp,
+                Err(e) => Response::Error {
+                    error: format!(
+                        "the change was made but could not be saved yet: {e}; fechter retries every {RETRY:?}"
+                    ),
+                },
+            };
+            let _ = reply.send(resp);
+        }
     }
 
     fn on_machine(&mut self, ev: Option<PlatformEvent>) {
@@ -357,11 +422,14 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
     pub(super) async fn stop(mut self) -> Result<(), AgentError> {
         self.shell
             .release_all(&mut self.platform, now(&self.clock))
-            .await?;
+            .await;
         tracing::info!("leaving the cluster");
         self.shell.node.engine_mut().leave(now(&self.clock));
         self.shell.flush(&self.socket).await;
-        self.shell.persist()?;
+        self.shell.persist();
+        if !self.shell.disk.finish(STOP_WRITES) {
+            tracing::warn!("state files not all written within {STOP_WRITES:?}: stopping anyway");
+        }
         // The last hooks (releases) may finish, within their timeout.
         let limit = self.settings.notify.timeout + Duration::from_secs(1);
         self.shell.obs.hooks.finish(limit).await;

@@ -59,6 +59,7 @@ pub struct Metrics {
     members: Family<Labels, Gauge>,
     addresses_held: Gauge,
     addresses_waiting: Gauge,
+    disk_write_errors: Counter,
     leader_term: Gauge,
     leader: Gauge,
     takeovers: Counter,
@@ -96,6 +97,7 @@ impl Metrics {
             members: Family::default(),
             addresses_held: Gauge::default(),
             addresses_waiting: Gauge::default(),
+            disk_write_errors: Counter::default(),
             leader_term: Gauge::default(),
             leader: Gauge::default(),
             takeovers: Counter::default(),
@@ -131,6 +133,11 @@ impl Metrics {
             "addresses_waiting",
             "Addresses this node should hold but has not installed: another machine answers for them on the wire, or probes are pending",
             m.addresses_waiting.clone(),
+        );
+        r.register(
+            "disk_write_errors",
+            "Failed attempts to write a state file (retried every second; the agent keeps running)",
+            m.disk_write_errors.clone(),
         );
         r.register(
             "leader_term",
@@ -225,6 +232,14 @@ impl Metrics {
     /// Addresses that wait on the wire (see `addresses_waiting`).
     pub fn waiting(&self, n: usize) {
         self.addresses_waiting.set(n as i64);
+    }
+
+    /// Failed state-file writes so far (the writer's own count).
+    pub fn disk_write_errors(&self, total: u64) {
+        let seen = self.disk_write_errors.get();
+        if total > seen {
+            self.disk_write_errors.inc_by(total - seen);
+        }
     }
 
     pub fn announced(&self) {

@@ -28,7 +28,8 @@
 //! - `settings.rs`: what the agent runs with, and what reloads live.
 //! - [`platform`] and [`linux`]: the machine (addresses, links, the wire);
 //!   [`net`]: the socket and the clock; [`health`]: checks; [`server`]: the
-//!   control socket; [`store`]: the state file.
+//!   control socket; `crate::files`: the state files, written off the
+//!   loop.
 //! - [`limits`]: the control socket and `/metrics` each on a thread of its
 //!   own, off this loop, with connection caps and deadlines; the open files
 //!   limit.
@@ -51,14 +52,13 @@ mod requests;
 pub mod server;
 mod settings;
 mod shell;
-pub mod store;
 mod wire;
 
 use std::time::{Duration, Instant};
 
+use crate::files::persist::PersistError;
 use driver::Driver;
 use fechter_cluster::engine::Now;
-use fechter_cluster::persist::PersistError;
 use net::{Datagram, WallClock};
 use platform::Platform;
 pub use settings::{Reloader, Settings};
@@ -77,6 +77,8 @@ pub enum AgentError {
     Persist(#[from] PersistError),
     #[error("cluster socket: {0}")]
     Net(std::io::Error),
+    #[error("cannot start the thread that writes state files: {0}")]
+    Disk(std::io::Error),
 }
 
 /// How long a state change from the cluster may wait before it is written

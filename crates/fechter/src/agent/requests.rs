@@ -125,11 +125,6 @@ impl Shell {
                 return Response::Ok { body };
             }
         };
-        // A command is acknowledged only once it is on disk.
-        let result = result.and_then(|()| {
-            self.persist()
-                .map_err(|e| format!("the change was made but could not be saved: {e}"))
-        });
         match result {
             Ok(()) => Response::Ok {
                 body: serde_json::Value::Null,

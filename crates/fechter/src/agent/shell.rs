@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use fechter_cluster::engine::{Engine, EngineConfig, Event, Id, Now};
 use fechter_cluster::node::{Node, NodeEvent, Plan, mac_text};
-use fechter_cluster::persist::{DataDir, PersistError};
 use fechter_cluster::seal::{MAX_PAYLOAD_LEN, Opener, Sealer};
 use fechter_cluster::wire_lock::WireLock;
 use fechter_core::replica::{Admin, NodeRecord, Replica};
@@ -19,9 +18,11 @@ use fechter_core::{AddrSpec, NodeId};
 use super::events::{Observer, What};
 use super::net::Datagram;
 use super::platform::Platform;
-use super::store::{self, Persisted};
 use super::wire::{SignsOfLife, standing_text};
 use super::{AgentError, INSTALLED_FILE, PERSIST_DELAY, Settings, hooks, metrics, mono};
+use crate::files::persist::DataDir;
+use crate::files::state::{self, Persisted};
+use crate::files::writer::{Saved, Writer};
 
 /// The engine's RNG seed: distinct per node and start, and never from the OS
 /// inside the engine itself.
@@ -45,7 +46,12 @@ pub(super) struct Shell {
     pub(super) node: Node,
     pub(super) sealer: Sealer,
     pub(super) opener: Opener,
-    pub(super) dir: DataDir,
+    /// The locked data directory (the lock lives as long as the shell).
+    _dir: DataDir,
+    /// Writes state files off the loop.
+    pub(super) disk: Writer,
+    /// The writer's outcomes, until the driver takes them.
+    pub(super) disk_outcomes: Option<tokio::sync::mpsc::UnboundedReceiver<Saved>>,
     pub(super) saved: Persisted,
     pub(super) save_due: Option<Instant>,
     /// History, hooks and metrics.
@@ -67,11 +73,13 @@ impl Shell {
         now: Now,
     ) -> Result<Shell, AgentError> {
         let dir = DataDir::open(&settings.data_dir)?;
-        let mut saved = store::load(&dir)?;
+        let mut saved = state::load(&dir)?;
         let installed: BTreeSet<AddrSpec> = dir.load_json(INSTALLED_FILE)?.unwrap_or_default();
         // A new incarnation on every start, higher than any before.
         saved.incarnation = (saved.incarnation + 1).max(now.wall_ms);
-        store::save(&dir, &saved)?;
+        state::save(&dir, &saved)?;
+        let (disk, disk_outcomes) =
+            Writer::spawn(dir.path().to_owned()).map_err(AgentError::Disk)?;
 
         let mut replica = Replica {
             addresses: saved.addresses.clone(),
@@ -113,7 +121,9 @@ impl Shell {
             node: Node::new(Engine::new(cfg, replica, seed, now), installed, lock),
             sealer: Sealer::new(&settings.key, &settings.node_id, saved.incarnation),
             opener: Opener::new(&settings.key),
-            dir,
+            _dir: dir,
+            disk,
+            disk_outcomes: Some(disk_outcomes),
             saved,
             save_due: None,
             obs,
@@ -266,6 +276,7 @@ impl Shell {
             .metrics
             .refresh(self.node.engine(), &self.opener, held);
         self.obs.metrics.waiting(self.node.waiting());
+        self.obs.metrics.disk_write_errors(self.disk.errors());
     }
 
     /// Whether this node holds nothing any more (after a drain request), or
@@ -284,34 +295,26 @@ impl Shell {
     /// Brings the interfaces in line with the allocation: the node plans
     /// against what the interfaces hold now, the plan is recorded ahead and
     /// executed, and the node is told what it did.
-    pub(super) async fn reconcile<P: Platform>(
-        &mut self,
-        platform: &mut P,
-        now: Now,
-    ) -> Result<(), PersistError> {
+    pub(super) async fn reconcile<P: Platform>(&mut self, platform: &mut P, now: Now) {
         let observed = match platform.observe().await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!("cannot read the interfaces' addresses: {e}");
-                return Ok(());
+                return;
             }
         };
         let plan = self.node.plan(now, observed);
-        self.execute(platform, now, plan).await?;
+        self.execute(platform, now, plan).await;
         self.refresh_metrics();
-        Ok(())
     }
 
     /// Runs a plan: records ahead what it installs, executes it, records
     /// what is installed after, and logs and notes what the node reports.
-    async fn execute<P: Platform>(
-        &mut self,
-        platform: &mut P,
-        now: Now,
-        plan: Plan,
-    ) -> Result<(), PersistError> {
+    /// (The records go through the writer: a lost one costs at most an
+    /// address left to its kernel lease.)
+    async fn execute<P: Platform>(&mut self, platform: &mut P, now: Now, plan: Plan) {
         if let Some(ahead) = &plan.ahead {
-            self.dir.save_json(INSTALLED_FILE, ahead)?;
+            self.record_installed(ahead);
         }
         let results = platform.execute_plan(&plan.actions).await;
         let ok: Vec<bool> = plan
@@ -324,12 +327,16 @@ impl Shell {
             })
             .collect();
         if let Some(installed) = self.node.executed(now, plan, &ok) {
-            self.dir.save_json(INSTALLED_FILE, &installed)?;
+            self.record_installed(&installed);
         }
         let drained = self.drain_events(now);
         self.carry.joined |= drained.joined;
         self.carry.probe |= drained.probe;
-        Ok(())
+    }
+
+    /// Records what this node installed (through the writer).
+    pub(super) fn record_installed(&mut self, installed: &BTreeSet<AddrSpec>) {
+        self.disk.write_json(INSTALLED_FILE, installed);
     }
 
     /// Renews the kernel lease of every address this node installed and
@@ -356,11 +363,7 @@ impl Shell {
     }
 
     /// Removes every address this node installed (shutdown).
-    pub(super) async fn release_all<P: Platform>(
-        &mut self,
-        platform: &mut P,
-        now: Now,
-    ) -> Result<(), PersistError> {
+    pub(super) async fn release_all<P: Platform>(&mut self, platform: &mut P, now: Now) {
         let plan = self.node.release_all();
         let mut ok = Vec::new();
         for a in &plan.actions {
@@ -372,7 +375,8 @@ impl Shell {
         }
         self.node.executed(now, plan, &ok);
         self.drain_events(now);
-        self.dir.save_json(INSTALLED_FILE, self.node.installed())
+        let installed = self.node.installed().clone();
+        self.record_installed(&installed);
     }
 
     /// Publishes which interfaces named by the managed addresses this
@@ -419,13 +423,17 @@ impl Shell {
         }
     }
 
-    pub(super) fn persist(&mut self) -> Result<(), PersistError> {
+    /// Queues the state file when it differs from what was last queued;
+    /// returns the write's sequence number (its outcome comes back to the
+    /// driver), or `None` when nothing changed.
+    pub(super) fn persist(&mut self) -> Option<u64> {
         self.save_due = None;
         let wanted = self.wanted();
-        if wanted != self.saved {
-            store::save(&self.dir, &wanted)?;
-            self.saved = wanted;
+        if wanted == self.saved {
+            return None;
         }
-        Ok(())
+        let seq = self.disk.write_json(state::STATE_FILE, &wanted)?;
+        self.saved = wanted;
+        Some(seq)
     }
 }

@@ -13,8 +13,8 @@ use fechter_cluster::node::{Waiting, mac_text};
 use fechter_core::AddrSpec;
 use fechter_core::claim::Standing;
 
+use super::Shell;
 use super::platform::{Platform, WireClaim};
-use super::{INSTALLED_FILE, Shell};
 
 /// Whom the shell asks for a sign of life (ARP requests answered whatever
 /// their agent does), and from which address.
@@ -106,10 +106,8 @@ impl Shell {
         if let Err(e) = &result {
             tracing::warn!(address = %action.spec(), mac = %mac_text(c.mac), "cannot {action}: {e}");
         }
-        if let Some(installed) = self.node.claim_done(&action, result.is_ok())
-            && let Err(e) = self.dir.save_json(INSTALLED_FILE, &installed)
-        {
-            tracing::warn!("cannot record the installed addresses: {e}");
+        if let Some(installed) = self.node.claim_done(&action, result.is_ok()) {
+            self.record_installed(&installed);
         }
     }
 

@@ -1,6 +1,6 @@
 //! What the agent keeps on disk in its data directory.
 
-use fechter_cluster::persist::{DataDir, PersistError};
+use super::persist::{DataDir, PersistError};
 use fechter_core::replica::Admin;
 use fechter_core::state::AddressList;
 use serde::{Deserialize, Serialize};

@@ -160,14 +160,20 @@ pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, PersistE
         })
 }
 
-/// Encodes `value` as pretty JSON (with a trailing newline) and writes it
-/// to `path` with [`write_atomic`].
+/// `value` as a state file holds it: pretty JSON with a trailing newline.
+pub fn json_bytes<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// Encodes `value` with [`json_bytes`] and writes it to `path` with
+/// [`write_atomic`].
 pub fn save_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), PersistError> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| PersistError::Encode {
+    let bytes = json_bytes(value).map_err(|source| PersistError::Encode {
         path: path.to_owned(),
         source,
     })?;
-    bytes.push(b'\n');
     write_atomic(path, &bytes).map_err(|source| PersistError::Write {
         path: path.to_owned(),
         source,
