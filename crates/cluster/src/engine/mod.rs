@@ -299,18 +299,18 @@ impl Engine {
     /// The allocation this node acts on: the followed table with standby
     /// takeovers and confirmed hand-offs applied.
     pub fn allocation(&self) -> &Allocation {
-        &self.duty.effective
+        self.duty.allocation()
     }
 
     /// The leader this node recognises.
     pub fn leader(&self) -> Option<&NodeId> {
-        self.duty.leader.as_ref()
+        self.duty.leader()
     }
 
     /// The latest eligibility this node computed (why each node does or
     /// does not take addresses).
     pub fn eligibility(&self) -> &Eligibility {
-        &self.duty.eligibility
+        self.duty.eligibility()
     }
 
     /// A datagram's plaintext arrived from `from`.
@@ -496,7 +496,7 @@ impl Engine {
         let leaving = self.leaving();
         let synced = now.at >= self.lead_after;
         let timings = self.cfg.timings.duty();
-        let before = self.duty.leader.clone();
+        let before = self.duty.leader().cloned();
         let decision = {
             let s = self.shared.borrow();
             self.duty.lead(LeaderInput {
@@ -509,9 +509,9 @@ impl Engine {
                 force,
             })
         };
-        if self.duty.leader != before {
+        if self.duty.leader() != before.as_ref() {
             self.events
-                .push_back(Event::LeaderChanged(self.duty.leader.clone()));
+                .push_back(Event::LeaderChanged(self.duty.leader().cloned()));
         }
         if let Some(table) = decision.publish {
             self.publish(table);

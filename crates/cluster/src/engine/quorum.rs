@@ -14,7 +14,7 @@ impl Engine {
         standing::Input {
             me: &self.cfg.me.node,
             nodes,
-            last_heard: &self.duty.last_heard,
+            last_heard: self.duty.last_heard(),
             rule: self.cfg.quorum,
             now: now.at,
             started: self.started,

@@ -11,11 +11,11 @@ impl Engine {
         let me = self.cfg.me.node.clone();
         let fresh: Vec<AddrSpec> = self
             .duty
-            .effective
+            .allocation()
             .placements
             .iter()
             .filter(|(s, p)| p.holder == me && installed.contains(*s))
-            .filter(|(s, _)| !self.duty.confirmed.contains(*s))
+            .filter(|(s, _)| !self.duty.confirmed().contains(*s))
             .map(|(s, _)| s.clone())
             .collect();
         if fresh.is_empty() {
@@ -29,8 +29,7 @@ impl Engine {
             self.send_to_peers(&payload);
         }
         for s in fresh {
-            self.duty.confirmed.insert(s.clone());
-            self.duty.handoff_confirmed(s, me.clone());
+            self.duty.confirmed_holding(s, &me);
         }
         self.dirty = true;
         self.settle(now);
@@ -39,7 +38,7 @@ impl Engine {
     /// Confirms to `to` every address this node confirmed holding.
     pub(super) fn confirm_to(&mut self, to: SocketAddr) {
         let me = self.cfg.me.node.clone();
-        let held: Vec<AddrSpec> = self.duty.confirmed.iter().cloned().collect();
+        let held: Vec<AddrSpec> = self.duty.confirmed().iter().cloned().collect();
         for chunk in held.chunks(CONFIRM_CHUNK) {
             self.out.push_back(Transmit {
                 to,
