@@ -78,7 +78,7 @@ impl Engine {
         if !self.standing.fenced() {
             let me = self.cfg.me.node.clone();
             let new = {
-                let s = self.shared.borrow();
+                let s = &self.shared;
                 self.duty.check_holders(
                     &me,
                     s.replica.table.as_ref(),
@@ -193,7 +193,7 @@ impl Engine {
         }
         let me = self.cfg.me.node.clone();
         let new: Vec<NodeId> = {
-            let s = self.shared.borrow();
+            let s = &self.shared;
             let Some(t) = s.replica.table.as_ref() else {
                 return;
             };
@@ -270,7 +270,7 @@ impl Engine {
                 .map(|(n, _)| n.clone())
                 .chain([me.clone()])
                 .collect();
-            let s = self.shared.borrow();
+            let s = &self.shared;
             let nodes = &s.replica.nodes;
             let view = self
                 .duty
@@ -293,7 +293,7 @@ impl Engine {
         if silent.is_empty() {
             return Vec::new();
         }
-        let s = self.shared.borrow();
+        let s = &self.shared;
         let Some(t) = s.replica.table.as_ref() else {
             return Vec::new();
         };
@@ -314,14 +314,7 @@ impl Engine {
             return;
         }
         let me = self.cfg.me.node.clone();
-        let Some(meta) = self
-            .shared
-            .borrow()
-            .replica
-            .table
-            .as_ref()
-            .map(|t| t.meta.clone())
-        else {
+        let Some(meta) = self.shared.replica.table.as_ref().map(|t| t.meta.clone()) else {
             return;
         };
         self.last_takeover_notice = Some(now.at);

@@ -26,11 +26,10 @@ impl Engine {
     pub(super) fn check_quorum(&mut self, now: Now) {
         let was = self.standing.kind();
         let (change, ask) = {
-            let s = self.shared.borrow();
+            let s = &self.shared;
             let input = self.standing_input(now, &s.replica.nodes);
             let mut standing = self.standing.clone();
             let out = standing.check(&input);
-            drop(s);
             self.standing = standing;
             out
         };
@@ -87,7 +86,7 @@ impl Engine {
     }
 
     pub(super) fn wants_witness(&self, now: Now) -> bool {
-        let s = self.shared.borrow();
+        let s = &self.shared;
         self.standing
             .wants_witness(&self.standing_input(now, &s.replica.nodes))
     }
@@ -107,7 +106,7 @@ impl Engine {
     /// ([`Engine::handle_segment`]) on this tick: only while a majority is
     /// late or missing.
     pub fn wants_segment(&self, now: Now) -> bool {
-        let s = self.shared.borrow();
+        let s = &self.shared;
         self.standing
             .wants_sample(&self.standing_input(now, &s.replica.nodes))
     }

@@ -51,7 +51,7 @@ impl Engine {
     }
 
     pub(super) fn tick(&mut self, now: Now) -> Stamp {
-        let mut s = self.shared.borrow_mut();
+        let s = &mut self.shared;
         s.hlc = s.hlc.tick(now.wall_ms);
         Stamp::new(s.hlc, self.cfg.me.node.clone())
     }
@@ -70,21 +70,20 @@ impl Engine {
             }
         }
         let bytes = postcard::to_allocvec(&item).expect("items serialize");
-        if self.swim.add_broadcast(&bytes).is_err() {
+        if self.add_broadcast(&bytes).is_err() {
             // Too big for a broadcast (a large table): apply locally; it
             // spreads by anti-entropy.
-            self.shared.borrow_mut().apply(item);
+            self.shared.apply(item);
         }
     }
 
     pub(super) fn send_digest(&mut self, to: SocketAddr, answer: bool) {
-        let s = self.shared.borrow();
+        let s = &self.shared;
         let p = Packet::Digest {
             digest: s.replica.digest(),
             table: s.replica.table.as_ref().map(|t| t.meta.clone()),
             answer,
         };
-        drop(s);
         self.out.push_back(Transmit {
             to,
             payload: wire::encode(&p),
@@ -98,7 +97,7 @@ impl Engine {
         table: Option<TableMeta>,
         answer: bool,
     ) {
-        let s = self.shared.borrow();
+        let s = &self.shared;
         let mine = s.replica.digest();
         if mine == digest {
             return;
@@ -126,7 +125,6 @@ impl Engine {
         {
             push.extend(wire::pack_table(t, max));
         }
-        drop(s);
         for p in push {
             self.out.push_back(Transmit {
                 to: from,
