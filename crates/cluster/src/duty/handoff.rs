@@ -17,9 +17,11 @@ use super::Duty;
 /// - `done` changes only through [`Duty::handoff_confirmed`] (which forgets
 ///   the settled inputs of [`Duty::refresh_effective`]) and the refresh's
 ///   walk ([`Handoffs::keep_placed`]);
-/// - `implicit` and `minority_held` name only addresses the last walk
-///   found this node giving ([`Handoffs::apply`]), and are emptied whenever
-///   the allocation this node acts on is replaced or forgotten;
+/// - after each walk ([`Handoffs::apply`]), `implicit` and `minority_held`
+///   name only addresses this node is giving; `minority_held` is set only
+///   when this node leaves a minority ([`Duty::left_minority`]), and
+///   `implicit` is emptied whenever the allocation this node acts on is
+///   replaced by a minority's or forgotten;
 /// - an implicit hand-off is bounded: after `implicit_limit` it no longer
 ///   holds the address (a holder that confirmed before this node started
 ///   giving never confirms again).

@@ -20,9 +20,10 @@
 //!   fixed point that lets a refresh return at once.
 //!
 //! One invariant spans parts: the refresh depends on the takeovers and the
-//! confirmed hand-offs, so every change to them forgets the refresh's
-//! settled inputs. The parts' mutators are private to this module, and the
-//! `Duty` methods that call them (in the part's file) forget them.
+//! confirmed hand-offs, so every change to them (but the refresh's own walk,
+//! which starts from what it leaves) forgets the refresh's settled inputs.
+//! The parts' mutators are private to this module, and the `Duty` methods
+//! that call them (in the part's file) forget them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
