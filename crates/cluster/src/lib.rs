@@ -25,7 +25,13 @@
 //!   `quorum.rs` the standing as the engine reports it; `commands.rs` the
 //!   operator's commands; `timings.rs` every timing.
 //! - [`duty`]: leading, takeovers, hand-offs and the effective allocation
-//!   (a minority's view included).
+//!   (a minority's view included), in parts whose state is private (the
+//!   engine calls [`duty::Duty`]'s methods): `duty/leading.rs` who leads,
+//!   maturity, quarantine and the hold on publishing; `duty/standby.rs`
+//!   when each peer was last heard, the takeovers and the holders this node
+//!   stands by for; `duty/handoff.rs` confirmed, own and implicit
+//!   hand-offs; `duty/acting.rs` the allocation this node acts on and its
+//!   refresh.
 //! - [`standing`]: quorum, minority and fence as transitions, the two-node
 //!   witness, the segment's signs of life.
 //! - [`node`]: one agent's node, sans I/O, around the engine: what this

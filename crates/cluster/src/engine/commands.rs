@@ -24,7 +24,7 @@ impl Engine {
         ) -> Result<fechter_core::state::AddressEntry, E>,
     ) -> Result<(), E> {
         let stamp = self.tick(now);
-        let entry = write(&self.shared.borrow().replica.addresses, stamp)?;
+        let entry = write(&self.shared.replica.addresses, stamp)?;
         self.broadcast(Item::Address(entry));
         self.settle(now);
         Ok(())
@@ -33,7 +33,7 @@ impl Engine {
     /// Changes this node's own record (admin status, health, priority); the
     /// version is bumped and the record disseminated. Returns the new record.
     pub fn update_own(&mut self, now: Now, f: impl FnOnce(&mut NodeRecord)) -> NodeRecord {
-        let mut rec = self.shared.borrow().replica.nodes[&self.cfg.me.node].clone();
+        let mut rec = self.shared.replica.nodes[&self.cfg.me.node].clone();
         let before = rec.clone();
         f(&mut rec);
         if rec == before {

@@ -12,7 +12,7 @@ impl Engine {
     /// The incarnation `node` last sent a heartbeat with, if it was heard
     /// within the heartbeat timeout.
     pub fn heard_recently(&self, now: Now, node: &NodeId) -> Option<u64> {
-        let recent = self.duty.last_heard.get(node).is_some_and(|t| {
+        let recent = self.duty.last_heard().get(node).is_some_and(|t| {
             now.at.saturating_duration_since(*t) <= self.cfg.timings.heartbeat_timeout
         });
         if !recent {
@@ -52,9 +52,7 @@ impl Engine {
             // the others kept running (they were heard again and again),
             // nothing is credited: a dead holder stays dead, however busy
             // this node is.
-            for at in self.duty.last_heard.values_mut() {
-                *at = (*at + late).min(now.at);
-            }
+            self.duty.credit_stall(late, now.at);
         }
         if stall > t.stall_distrust() {
             // Long enough to distrust the view it woke up with: do not lead
@@ -74,14 +72,13 @@ impl Engine {
             self.events.push_back(Event::ProbeWitness);
         }
         self.check_quorum(now);
-        if self.duty.hold_publish_until.is_some_and(|t| now.at >= t) {
-            self.duty.hold_publish_until = None;
+        if self.duty.end_hold(now.at) {
             self.dirty = true;
         }
         if !self.standing.fenced() {
             let me = self.cfg.me.node.clone();
             let new = {
-                let s = self.shared.borrow();
+                let s = &self.shared;
                 self.duty.check_holders(
                     &me,
                     s.replica.table.as_ref(),
@@ -108,7 +105,7 @@ impl Engine {
         node: NodeId,
         incarnation: u64,
     ) {
-        let was_silent = self.duty.last_heard.get(&node).is_none_or(|t| {
+        let was_silent = self.duty.last_heard().get(&node).is_none_or(|t| {
             now.at.saturating_duration_since(*t) > self.cfg.timings.heartbeat_timeout
         });
         let restarted = self
@@ -116,7 +113,7 @@ impl Engine {
             .get(&node)
             .is_some_and(|(_, inc)| incarnation > *inc);
         self.heard.insert(node.clone(), (from, incarnation));
-        self.duty.last_heard.insert(node.clone(), now.at);
+        self.duty.heard(node.clone(), now.at);
         *self.heard_since_tick.entry(node.clone()).or_insert(0) += 1;
         if restarted {
             // The holder restarted: whatever it held is gone with its
@@ -178,7 +175,7 @@ impl Engine {
             .map(|(n, id)| (n.clone(), id.addr))
             .collect();
         for (n, (addr, _)) in &self.heard {
-            let recent = self.duty.last_heard.get(n).is_some_and(|t| {
+            let recent = self.duty.last_heard().get(n).is_some_and(|t| {
                 now.at.saturating_duration_since(*t) <= self.cfg.timings.heartbeat_timeout
             });
             if recent && *n != self.cfg.me.node {
@@ -196,7 +193,7 @@ impl Engine {
         }
         let me = self.cfg.me.node.clone();
         let new: Vec<NodeId> = {
-            let s = self.shared.borrow();
+            let s = &self.shared;
             let Some(t) = s.replica.table.as_ref() else {
                 return;
             };
@@ -223,7 +220,7 @@ impl Engine {
         for h in holders {
             let silence = self
                 .duty
-                .last_heard
+                .last_heard()
                 .get(h)
                 .map_or(Duration::ZERO, |t| now.at.saturating_duration_since(*t));
             self.duty.suspect(h.clone(), now.at, settle);
@@ -240,7 +237,7 @@ impl Engine {
     pub(super) fn heard_live(&self, now: Now) -> BTreeSet<NodeId> {
         let timeout = self.cfg.timings.heartbeat_timeout;
         self.duty
-            .last_heard
+            .last_heard()
             .iter()
             .filter(|(_, t)| now.at.saturating_duration_since(**t) <= timeout)
             .map(|(n, _)| n.clone())
@@ -267,18 +264,18 @@ impl Engine {
             // (orphans whose standby is silent too included).
             let live: BTreeSet<NodeId> = self
                 .duty
-                .last_heard
+                .last_heard()
                 .iter()
                 .filter(|(_, t)| now.at.saturating_duration_since(**t) <= half)
                 .map(|(n, _)| n.clone())
                 .chain([me.clone()])
                 .collect();
-            let s = self.shared.borrow();
+            let s = &self.shared;
             let nodes = &s.replica.nodes;
             let view = self
                 .duty
                 .minority_view(&s.replica, &live, |n, spec| serves(nodes.get(n), spec));
-            let now_mine = &self.duty.effective;
+            let now_mine = self.duty.allocation();
             return view
                 .placements
                 .into_iter()
@@ -296,7 +293,7 @@ impl Engine {
         if silent.is_empty() {
             return Vec::new();
         }
-        let s = self.shared.borrow();
+        let s = &self.shared;
         let Some(t) = s.replica.table.as_ref() else {
             return Vec::new();
         };
@@ -317,14 +314,7 @@ impl Engine {
             return;
         }
         let me = self.cfg.me.node.clone();
-        let Some(meta) = self
-            .shared
-            .borrow()
-            .replica
-            .table
-            .as_ref()
-            .map(|t| t.meta.clone())
-        else {
+        let Some(meta) = self.shared.replica.table.as_ref().map(|t| t.meta.clone()) else {
             return;
         };
         self.last_takeover_notice = Some(now.at);

@@ -164,7 +164,10 @@ enum TimerKind {
 pub struct Engine {
     cfg: EngineConfig,
     swim: Swim,
-    shared: Rc<RefCell<Shared>>,
+    /// The replica and what goes with it; lent to foca's broadcast handler
+    /// during foca calls only (through `lent`).
+    shared: Shared,
+    lent: Lent,
     rng: StdRng,
     timers: BTreeMap<(Instant, u64), TimerKind>,
     seq: u64,
@@ -221,19 +224,20 @@ impl Engine {
             .addresses
             .max_stamp()
             .map_or(Hlc::default(), |s| s.hlc);
-        let shared = Rc::new(RefCell::new(Shared {
+        let shared = Shared {
             me: me.node.clone(),
             replica,
             changed: false,
             hlc,
             refuted: None,
-        }));
+        };
+        let lent = Lent::default();
         let swim = Foca::with_custom_broadcast(
             me,
             foca_config(&cfg),
             StdRng::seed_from_u64(rng_seed),
             PostcardCodec,
-            Handler(shared.clone()),
+            Handler(lent.clone()),
         );
         let cfg_rejoin_hold = cfg.timings.rejoin_hold;
         let cfg_lead_grace = cfg.timings.lead_grace;
@@ -242,6 +246,7 @@ impl Engine {
             cfg,
             swim,
             shared,
+            lent,
             timers: BTreeMap::new(),
             seq: 0,
             out: VecDeque::new(),
@@ -273,7 +278,7 @@ impl Engine {
         );
         e.schedule(now.at + e.cfg.timings.leader_tick, TimerKind::LeaderTick);
         // Put our own record on the broadcast backlog.
-        let rec = e.shared.borrow().replica.nodes[&e.cfg.me.node].clone();
+        let rec = e.shared.replica.nodes[&e.cfg.me.node].clone();
         e.broadcast(Item::Node(rec));
         e
     }
@@ -283,8 +288,8 @@ impl Engine {
     }
 
     /// The replicated state as this node knows it.
-    pub fn replica(&self) -> std::cell::Ref<'_, Replica> {
-        std::cell::Ref::map(self.shared.borrow(), |s| &s.replica)
+    pub fn replica(&self) -> &Replica {
+        &self.shared.replica
     }
 
     /// Live peers (not including this node).
@@ -299,18 +304,18 @@ impl Engine {
     /// The allocation this node acts on: the followed table with standby
     /// takeovers and confirmed hand-offs applied.
     pub fn allocation(&self) -> &Allocation {
-        &self.duty.effective
+        self.duty.allocation()
     }
 
     /// The leader this node recognises.
     pub fn leader(&self) -> Option<&NodeId> {
-        self.duty.leader.as_ref()
+        self.duty.leader()
     }
 
     /// The latest eligibility this node computed (why each node does or
     /// does not take addresses).
     pub fn eligibility(&self) -> &Eligibility {
-        &self.duty.eligibility
+        self.duty.eligibility()
     }
 
     /// A datagram's plaintext arrived from `from`.
@@ -335,7 +340,7 @@ impl Engine {
                 answer,
             } => self.handle_digest(from, digest, table, answer),
             Packet::Items(items) => {
-                let mut s = self.shared.borrow_mut();
+                let s = &mut self.shared;
                 for i in items {
                     s.apply(i);
                 }
@@ -347,7 +352,7 @@ impl Engine {
                 placements,
             } => {
                 if let Some(t) = self.tables.add(meta, part, parts, placements) {
-                    self.shared.borrow_mut().apply(Item::Table(t));
+                    self.shared.apply(Item::Table(t));
                 }
             }
             Packet::Heartbeat {
@@ -359,7 +364,7 @@ impl Engine {
                 return;
             }
             Packet::Takeover { holder, by, table } => {
-                let s = self.shared.borrow();
+                let s = &self.shared;
                 let settle = self.cfg.timings.takeover_settle();
                 self.duty.takeover_reported(
                     holder,
@@ -369,7 +374,6 @@ impl Engine {
                     now.at,
                     settle,
                 );
-                drop(s);
                 self.dirty = true;
             }
             Packet::HandoffDone { by, specs } => {
@@ -462,11 +466,11 @@ impl Engine {
     /// After every input: report state changes, let the leader decide, and
     /// recompute what this node acts on.
     fn settle(&mut self, now: Now) {
-        let refuted = self.shared.borrow_mut().refuted.take();
+        let refuted = self.shared.refuted.take();
         if let Some(rec) = refuted {
             self.broadcast(Item::Node(rec));
         }
-        let changed = std::mem::take(&mut self.shared.borrow_mut().changed);
+        let changed = std::mem::take(&mut self.shared.changed);
         if changed {
             self.events.push_back(Event::StateChanged);
             self.dirty = true;
@@ -479,12 +483,7 @@ impl Engine {
     /// Whether this node's own record says it is shutting down.
     pub fn leaving(&self) -> bool {
         let me = &self.cfg.me.node;
-        self.shared
-            .borrow()
-            .replica
-            .nodes
-            .get(me)
-            .is_some_and(|r| r.leaving)
+        self.shared.replica.nodes.get(me).is_some_and(|r| r.leaving)
     }
 
     /// Elects, leads if elected, and refreshes the effective allocation.
@@ -496,9 +495,9 @@ impl Engine {
         let leaving = self.leaving();
         let synced = now.at >= self.lead_after;
         let timings = self.cfg.timings.duty();
-        let before = self.duty.leader.clone();
+        let before = self.duty.leader().cloned();
         let decision = {
-            let s = self.shared.borrow();
+            let s = &self.shared;
             self.duty.lead(LeaderInput {
                 me: &me,
                 replica: &s.replica,
@@ -509,21 +508,21 @@ impl Engine {
                 force,
             })
         };
-        if self.duty.leader != before {
+        if self.duty.leader() != before.as_ref() {
             self.events
-                .push_back(Event::LeaderChanged(self.duty.leader.clone()));
+                .push_back(Event::LeaderChanged(self.duty.leader().cloned()));
         }
         if let Some(table) = decision.publish {
             self.publish(table);
         }
         let changed = if self.standing.kind() == Kind::Minority {
             let live = self.heard_live(now);
-            let s = self.shared.borrow();
+            let s = &self.shared;
             let nodes = &s.replica.nodes;
             self.duty
                 .refresh_minority(&s.replica, &live, |n, spec| serves(nodes.get(n), spec))
         } else {
-            let s = self.shared.borrow();
+            let s = &self.shared;
             self.duty.refresh_effective(
                 &s.replica,
                 &me,
@@ -536,7 +535,7 @@ impl Engine {
         if changed {
             self.events.push_back(Event::AllocationChanged);
         }
-        if std::mem::take(&mut self.shared.borrow_mut().changed) {
+        if std::mem::take(&mut self.shared.changed) {
             self.events.push_back(Event::StateChanged);
         }
     }
@@ -549,7 +548,7 @@ impl Engine {
             let payload = wire::encode(&p);
             self.send_to_peers(&payload);
         }
-        self.shared.borrow_mut().apply(Item::Table(table));
+        self.shared.apply(Item::Table(table));
         self.events.push_back(Event::Published(meta));
     }
 

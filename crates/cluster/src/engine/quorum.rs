@@ -14,7 +14,7 @@ impl Engine {
         standing::Input {
             me: &self.cfg.me.node,
             nodes,
-            last_heard: &self.duty.last_heard,
+            last_heard: self.duty.last_heard(),
             rule: self.cfg.quorum,
             now: now.at,
             started: self.started,
@@ -26,11 +26,10 @@ impl Engine {
     pub(super) fn check_quorum(&mut self, now: Now) {
         let was = self.standing.kind();
         let (change, ask) = {
-            let s = self.shared.borrow();
+            let s = &self.shared;
             let input = self.standing_input(now, &s.replica.nodes);
             let mut standing = self.standing.clone();
             let out = standing.check(&input);
-            drop(s);
             self.standing = standing;
             out
         };
@@ -61,9 +60,7 @@ impl Engine {
             // heartbeats to it only once SWIM says it is back). Their
             // silence counts from now, so that it takes over nobody the
             // majority still hears (as for a stall, see `liveness.rs`).
-            for at in self.duty.last_heard.values_mut() {
-                *at = (*at).max(now.at);
-            }
+            self.duty.restart_silences(now.at);
         }
         self.changed_standing(now, change);
     }
@@ -97,7 +94,7 @@ impl Engine {
     }
 
     pub(super) fn wants_witness(&self, now: Now) -> bool {
-        let s = self.shared.borrow();
+        let s = &self.shared;
         self.standing
             .wants_witness(&self.standing_input(now, &s.replica.nodes))
     }
@@ -117,7 +114,7 @@ impl Engine {
     /// ([`Engine::handle_segment`]) on this tick: only while a majority is
     /// late or missing.
     pub fn wants_segment(&self, now: Now) -> bool {
-        let s = self.shared.borrow();
+        let s = &self.shared;
         self.standing
             .wants_sample(&self.standing_input(now, &s.replica.nodes))
     }

@@ -1,6 +1,6 @@
 //! The foca adapter: this node's SWIM identity, the broadcast handler that
-//! merges items into the replica, foca's runtime (timers, datagrams,
-//! notifications), and announcing to the seeds.
+//! merges items into the replica (lent to it for each foca call), foca's
+//! runtime (timers, datagrams, notifications), and announcing to the seeds.
 
 use super::*;
 
@@ -56,8 +56,10 @@ impl Invalidates for ItemKey {
     }
 }
 
-/// Shared between the engine and foca's broadcast handler (foca owns the
-/// handler and gives no access to it).
+/// The state foca's broadcast handler merges items into. The engine owns
+/// it, and lends it to the handler for the length of each foca call that
+/// may run the handler ([`Lending`]): foca owns the handler and gives no
+/// access to it.
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) me: NodeId,
@@ -71,6 +73,17 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// What the engine keeps while its state is lent: nobody reads it.
+    fn placeholder() -> Shared {
+        Shared {
+            me: NodeId::new(""),
+            replica: Replica::default(),
+            changed: false,
+            hlc: Hlc::default(),
+            refuted: None,
+        }
+    }
+
     pub(super) fn apply(&mut self, item: Item) -> bool {
         if let Item::Address(e) = &item {
             // Keep our clock ahead of every stamp we have seen, so that a
@@ -107,7 +120,35 @@ impl Shared {
     }
 }
 
-pub(super) struct Handler(pub(super) Rc<RefCell<Shared>>);
+/// Where the engine lends its [`Shared`] state to the broadcast handler:
+/// empty but during a foca call.
+pub(super) type Lent = Rc<RefCell<Option<Shared>>>;
+
+/// The engine's state lent to foca's broadcast handler until this is
+/// dropped (at the end of the foca call, or by unwinding), when it returns
+/// to the engine.
+pub(super) struct Lending<'a> {
+    home: &'a mut Shared,
+    slot: &'a Lent,
+}
+
+impl<'a> Lending<'a> {
+    pub(super) fn new(home: &'a mut Shared, slot: &'a Lent) -> Lending<'a> {
+        let lent = std::mem::replace(home, Shared::placeholder());
+        *slot.borrow_mut() = Some(lent);
+        Lending { home, slot }
+    }
+}
+
+impl Drop for Lending<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.slot.borrow_mut().take() {
+            *self.home = shared;
+        }
+    }
+}
+
+pub(super) struct Handler(pub(super) Lent);
 
 #[derive(Debug, thiserror::Error)]
 #[error("bad broadcast item: {0}")]
@@ -128,7 +169,11 @@ impl BroadcastHandler<Id> for Handler {
             Item::Address(e) => ItemKey::Address(e.ip(), e.stamp.clone()),
             Item::Table(t) => ItemKey::Table(t.meta.clone()),
         };
-        Ok(self.0.borrow_mut().apply(item).then_some(key))
+        let mut lent = self.0.borrow_mut();
+        let shared = lent
+            .as_mut()
+            .expect("the engine lends its state for every foca call");
+        Ok(shared.apply(item).then_some(key))
     }
 }
 
@@ -219,6 +264,7 @@ impl Engine {
     ) -> R {
         let mut notes = Vec::new();
         let r = {
+            let _lent = Lending::new(&mut self.shared, &self.lent);
             let mut fx = Effects {
                 now: now.at,
                 timers: &mut self.timers,
@@ -230,6 +276,13 @@ impl Engine {
         };
         self.absorb(now, notes);
         r
+    }
+
+    /// Puts `bytes` on foca's broadcast backlog (foca's handler applies it
+    /// first, and refuses what is not news).
+    pub(super) fn add_broadcast(&mut self, bytes: &[u8]) -> Result<bool, foca::Error> {
+        let _lent = Lending::new(&mut self.shared, &self.lent);
+        self.swim.add_broadcast(bytes)
     }
 
     pub(super) fn absorb(&mut self, now: Now, notes: Vec<Note>) {

@@ -11,11 +11,11 @@ impl Engine {
         let me = self.cfg.me.node.clone();
         let fresh: Vec<AddrSpec> = self
             .duty
-            .effective
+            .allocation()
             .placements
             .iter()
             .filter(|(s, p)| p.holder == me && installed.contains(*s))
-            .filter(|(s, _)| !self.duty.confirmed.contains(*s))
+            .filter(|(s, _)| !self.duty.confirmed().contains(*s))
             .map(|(s, _)| s.clone())
             .collect();
         if fresh.is_empty() {
@@ -29,8 +29,7 @@ impl Engine {
             self.send_to_peers(&payload);
         }
         for s in fresh {
-            self.duty.confirmed.insert(s.clone());
-            self.duty.handoff_confirmed(s, me.clone());
+            self.duty.confirmed_holding(s, &me);
         }
         self.dirty = true;
         self.settle(now);
@@ -39,7 +38,7 @@ impl Engine {
     /// Confirms to `to` every address this node confirmed holding.
     pub(super) fn confirm_to(&mut self, to: SocketAddr) {
         let me = self.cfg.me.node.clone();
-        let held: Vec<AddrSpec> = self.duty.confirmed.iter().cloned().collect();
+        let held: Vec<AddrSpec> = self.duty.confirmed().iter().cloned().collect();
         for chunk in held.chunks(CONFIRM_CHUNK) {
             self.out.push_back(Transmit {
                 to,
@@ -52,7 +51,7 @@ impl Engine {
     }
 
     pub(super) fn tick(&mut self, now: Now) -> Stamp {
-        let mut s = self.shared.borrow_mut();
+        let s = &mut self.shared;
         s.hlc = s.hlc.tick(now.wall_ms);
         Stamp::new(s.hlc, self.cfg.me.node.clone())
     }
@@ -71,21 +70,20 @@ impl Engine {
             }
         }
         let bytes = postcard::to_allocvec(&item).expect("items serialize");
-        if self.swim.add_broadcast(&bytes).is_err() {
+        if self.add_broadcast(&bytes).is_err() {
             // Too big for a broadcast (a large table): apply locally; it
             // spreads by anti-entropy.
-            self.shared.borrow_mut().apply(item);
+            self.shared.apply(item);
         }
     }
 
     pub(super) fn send_digest(&mut self, to: SocketAddr, answer: bool) {
-        let s = self.shared.borrow();
+        let s = &self.shared;
         let p = Packet::Digest {
             digest: s.replica.digest(),
             table: s.replica.table.as_ref().map(|t| t.meta.clone()),
             answer,
         };
-        drop(s);
         self.out.push_back(Transmit {
             to,
             payload: wire::encode(&p),
@@ -99,7 +97,7 @@ impl Engine {
         table: Option<TableMeta>,
         answer: bool,
     ) {
-        let s = self.shared.borrow();
+        let s = &self.shared;
         let mine = s.replica.digest();
         if mine == digest {
             return;
@@ -127,7 +125,6 @@ impl Engine {
         {
             push.extend(wire::pack_table(t, max));
         }
-        drop(s);
         for p in push {
             self.out.push_back(Transmit {
                 to: from,
