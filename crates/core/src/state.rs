@@ -116,7 +116,7 @@ impl Hlc {
     /// If the wall clock moved past `self.wall_ms`, the result is
     /// `(now_ms, 0)`; otherwise the logical counter is bumped.
     #[must_use]
-    pub fn tick(self, now_ms: u64) -> Hlc {
+    pub fn next(self, now_ms: u64) -> Hlc {
         if now_ms > self.wall_ms {
             Hlc::new(now_ms, 0)
         } else {
@@ -286,7 +286,7 @@ pub enum AddError {
     /// would lose to that entry on every other replica.
     #[error(
         "write stamp {stamp} is not newer than the current entry's {current}; observe the list's \
-         newest stamp into the clock before ticking"
+         newest stamp into the clock before taking the next reading"
     )]
     StaleStamp {
         /// The refused stamp.
@@ -308,7 +308,7 @@ pub enum RemoveError {
     /// The write's stamp is not newer than the entry it would replace.
     #[error(
         "write stamp {stamp} is not newer than the current entry's {current}; observe the list's \
-         newest stamp into the clock before ticking"
+         newest stamp into the clock before taking the next reading"
     )]
     StaleStamp {
         /// The refused stamp.

@@ -181,7 +181,7 @@ proptest! {
     ) {
         let mut base = AddressList::new();
         let first = Stamp::new(Hlc::ZERO, NodeId::new("a"));
-        let tomb_stamp = Stamp::new(tomb_stamp.hlc.tick(1), tomb_stamp.origin);
+        let tomb_stamp = Stamp::new(tomb_stamp.hlc.next(1), tomb_stamp.origin);
         base.add(spec(ip_idx, 0, 24), first.clone()).unwrap();
         base.remove(ip(ip_idx), tomb_stamp.clone()).unwrap();
         let tomb = base.get(&ip(ip_idx)).unwrap().clone();
@@ -238,7 +238,7 @@ proptest! {
 proptest! {
     #[test]
     fn tick_moves_forward(h in hlc(), now in 0u64..8) {
-        let next = h.tick(now);
+        let next = h.next(now);
         prop_assert!(next > h);
         prop_assert!(next.wall_ms >= now);
         prop_assert!(next.wall_ms <= h.wall_ms.max(now) + 1);
@@ -289,7 +289,7 @@ proptest! {
                     Err(_) => continue,
                 }
             } else {
-                clock.tick(now)
+                clock.next(now)
             };
             prop_assert!(next > clock);
             clock = next;
@@ -319,7 +319,7 @@ impl Replica {
     }
 
     fn stamp(&mut self, now: u64) -> Stamp {
-        self.clock = self.clock.tick(now);
+        self.clock = self.clock.next(now);
         Stamp::new(self.clock, self.id.clone())
     }
 

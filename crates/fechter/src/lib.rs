@@ -8,6 +8,6 @@ pub mod control;
 pub mod demo;
 pub mod files;
 pub mod lab_agent;
-pub mod notify;
 pub mod plan;
 pub mod realtime;
+pub mod systemd;

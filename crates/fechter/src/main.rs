@@ -265,8 +265,8 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
         let reload_tx = tx.clone();
         server::start(listener, tx).map_err(|e| format!("cannot serve the control socket: {e}"))?;
         // systemd (Type=notify): READY=1 follows from the agent loop once it
-        // has joined or formed a cluster (fechter::notify::ready).
-        fechter::notify::status(&format!(
+        // has joined or formed a cluster (fechter::systemd::ready).
+        fechter::systemd::status(&format!(
             "listening on {}; joining or forming a cluster",
             r.listen
         ));

@@ -25,6 +25,9 @@ const PORT: u16 = 4573;
 const SEEDS: [u64; 3] = [1, 2, 3];
 const KEY: [u8; 32] = [7; 32];
 const WRONG_KEY: [u8; 32] = [8; 32];
+/// The least real time a request may take to be answered (commands wait
+/// for the agent's writer thread, which runs in real time).
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// turmoil's UDP socket as the agent's [`Datagram`]. Bound to the wildcard
 /// address (turmoil binds nothing else); reports the host's own address,
@@ -137,15 +140,22 @@ impl Cluster {
         let (reply, mut answer) = oneshot::channel();
         tx.try_send((req, reply))
             .unwrap_or_else(|e| panic!("{name}: control channel: {e}"));
-        for _ in 0..1000 {
+        // A command is answered once its state file is written, by the
+        // agent's writer thread, in real time: bounded in steps and in real
+        // time, whichever is longer.
+        let real = std::time::Instant::now();
+        for step in 0.. {
             self.step();
             match answer.try_recv() {
                 Ok(r) => return r,
                 Err(oneshot::error::TryRecvError::Empty) => {}
                 Err(oneshot::error::TryRecvError::Closed) => panic!("{name} dropped the request"),
             }
+            if step >= 1000 && real.elapsed() > ANSWER_WITHIN {
+                break;
+            }
         }
-        panic!("{name} did not answer within 1000 steps")
+        panic!("{name} did not answer within 1000 steps and {ANSWER_WITHIN:?}")
     }
 
     fn ok(&mut self, name: &str, req: Request) {
@@ -535,6 +545,9 @@ fn cluster_changes_are_written_after_the_persist_delay_of_virtual_time() {
         let mut c = formed(seed);
         // Let virtual time run well ahead of real time.
         c.run_for(Duration::from_secs(5));
+        // From the request on: n0 makes the change on its next step (its
+        // answer then waits for its own write, while virtual time runs on).
+        let start = c.sim.elapsed();
         c.ok(
             "n0",
             Request::AddAddress {
@@ -547,7 +560,6 @@ fn cluster_changes_are_written_after_the_persist_delay_of_virtual_time() {
                 .unwrap()
                 .contains("198.51.100.1")
         };
-        let start = c.sim.elapsed();
         let written = loop {
             let took = c.sim.elapsed() - start;
             if has_it() {
@@ -623,7 +635,8 @@ fn concurrently(c: &mut Cluster, reqs: &[(&str, Request)]) -> Vec<Response> {
         answers.push(answer);
     }
     let mut out: Vec<Option<Response>> = vec![None; answers.len()];
-    for _ in 0..1000 {
+    let real = std::time::Instant::now();
+    for step in 0.. {
         c.step();
         for (i, a) in answers.iter_mut().enumerate() {
             if out[i].is_none()
@@ -634,6 +647,9 @@ fn concurrently(c: &mut Cluster, reqs: &[(&str, Request)]) -> Vec<Response> {
         }
         if out.iter().all(Option::is_some) {
             return out.into_iter().flatten().collect();
+        }
+        if step >= 1000 && real.elapsed() > ANSWER_WITHIN {
+            break;
         }
     }
     panic!("requests not answered within 1000 steps")

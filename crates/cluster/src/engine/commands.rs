@@ -23,10 +23,10 @@ impl Engine {
             Stamp,
         ) -> Result<fechter_core::state::AddressEntry, E>,
     ) -> Result<(), E> {
-        let stamp = self.tick(now);
+        let stamp = self.stamp(now);
         let entry = write(&self.shared.replica.addresses, stamp)?;
         self.broadcast(Item::Address(entry));
-        self.settle(now);
+        self.after_input(now);
         Ok(())
     }
 
@@ -45,7 +45,7 @@ impl Engine {
         rec.forgotten = false;
         rec.version = before.version + 1;
         self.broadcast(Item::Node(rec.clone()));
-        self.settle(now);
+        self.after_input(now);
         rec
     }
 
@@ -83,7 +83,7 @@ impl Engine {
             node.clone(),
             rec.incarnation,
         )));
-        self.settle(now);
+        self.after_input(now);
         Ok(())
     }
 }

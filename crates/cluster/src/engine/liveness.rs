@@ -91,7 +91,7 @@ impl Engine {
             }
         }
         if self.dirty {
-            self.settle(now);
+            self.after_input(now);
         }
     }
 
@@ -211,7 +211,7 @@ impl Engine {
         };
         if !new.is_empty() {
             self.took_over(now, &new);
-            self.settle(now);
+            self.after_input(now);
         }
     }
 

@@ -383,7 +383,7 @@ impl Engine {
                 self.dirty = true;
             }
         }
-        self.settle(now);
+        self.after_input(now);
     }
 
     /// Fires every timer due at `now`.
@@ -433,7 +433,7 @@ impl Engine {
                 }
             }
         }
-        self.settle(now);
+        self.after_input(now);
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
@@ -465,7 +465,7 @@ impl Engine {
 
     /// After every input: report state changes, let the leader decide, and
     /// recompute what this node acts on.
-    fn settle(&mut self, now: Now) {
+    fn after_input(&mut self, now: Now) {
         let refuted = self.shared.refuted.take();
         if let Some(rec) = refuted {
             self.broadcast(Item::Node(rec));

@@ -78,7 +78,7 @@ impl Engine {
         // After a fence or a minority, learn the table before leading.
         self.lead_after = self.lead_after.max(now.at + self.cfg.timings.lead_grace);
         self.dirty = true;
-        self.settle(now);
+        self.after_input(now);
     }
 
     /// A gateway is configured: in a two-node cluster it breaks ties. The

@@ -68,7 +68,7 @@ pub(super) struct Shared {
     pub(super) hlc: Hlc,
     /// This node's own record, written again after a tombstone of it
     /// arrived (`fechter forget` on a node that did not hear this one):
-    /// to be applied and disseminated (by `Engine::settle`).
+    /// to be applied and disseminated (by `Engine::after_input`).
     pub(super) refuted: Option<NodeRecord>,
 }
 

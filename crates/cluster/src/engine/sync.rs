@@ -32,7 +32,7 @@ impl Engine {
             self.duty.confirmed_holding(s, &me);
         }
         self.dirty = true;
-        self.settle(now);
+        self.after_input(now);
     }
 
     /// Confirms to `to` every address this node confirmed holding.
@@ -50,9 +50,9 @@ impl Engine {
         }
     }
 
-    pub(super) fn tick(&mut self, now: Now) -> Stamp {
+    pub(super) fn stamp(&mut self, now: Now) -> Stamp {
         let s = &mut self.shared;
-        s.hlc = s.hlc.tick(now.wall_ms);
+        s.hlc = s.hlc.next(now.wall_ms);
         Stamp::new(s.hlc, self.cfg.me.node.clone())
     }
 

@@ -15,22 +15,22 @@ fn st(wall: u64, logical: u32, origin: &str) -> Stamp {
 }
 
 #[test]
-fn tick_uses_wall_clock_when_it_moves() {
-    assert_eq!(Hlc::new(10, 5).tick(20), Hlc::new(20, 0));
-    assert_eq!(Hlc::new(10, 5).tick(10), Hlc::new(10, 6));
-    assert_eq!(Hlc::new(10, 5).tick(3), Hlc::new(10, 6));
+fn next_uses_wall_clock_when_it_moves() {
+    assert_eq!(Hlc::new(10, 5).next(20), Hlc::new(20, 0));
+    assert_eq!(Hlc::new(10, 5).next(10), Hlc::new(10, 6));
+    assert_eq!(Hlc::new(10, 5).next(3), Hlc::new(10, 6));
 }
 
 #[test]
 fn logical_overflow_saturates_into_next_millisecond() {
-    assert_eq!(Hlc::new(10, u32::MAX).tick(10), Hlc::new(11, 0));
+    assert_eq!(Hlc::new(10, u32::MAX).next(10), Hlc::new(11, 0));
     let got = Hlc::new(10, u32::MAX)
         .observe(Hlc::new(10, 2), 5, 100)
         .unwrap();
     assert_eq!(got, Hlc::new(11, 0));
     // The unreachable top of the range stays put instead of panicking.
     let top = Hlc::new(u64::MAX, u32::MAX);
-    assert_eq!(top.tick(0), top);
+    assert_eq!(top.next(0), top);
 }
 
 #[test]

@@ -168,7 +168,7 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
             }
             if self.due.ready_by.is_some_and(|t| mono() >= t) {
                 self.due.ready_by = None;
-                crate::notify::ready("running; no peer answered yet");
+                crate::systemd::ready("running; no peer answered yet");
             }
             let wake = self.wait(&mut shutdown).await;
             self.handle(wake).await?;
@@ -274,7 +274,7 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
             Wake::Witness(sent, ok) => self.shell.node.engine_mut().witness_answer(sent, ok),
             Wake::Shutdown => {
                 tracing::info!("shutting down: handing addresses off first");
-                crate::notify::stopping("handing addresses off");
+                crate::systemd::stopping("handing addresses off");
                 self.shell.obs.note(self.clock.wall_ms(), What::Stopping);
                 self.due.draining = Some(mono() + self.settings.drain_timeout);
                 let now = now(&self.clock);
@@ -413,7 +413,7 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
         }
         self.due.reconcile |= self.shell.node.plan_due();
         if drained.joined && self.due.ready_by.take().is_some() {
-            crate::notify::ready("running; joined the cluster");
+            crate::systemd::ready("running; joined the cluster");
         }
     }
 

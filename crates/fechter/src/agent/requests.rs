@@ -22,7 +22,7 @@ pub(super) fn reload(settings: &mut Settings, shell: &mut Shell) -> Response {
         };
     };
     let outcome = reread().and_then(|new| {
-        let live = settings.reload_plan(&new)?;
+        let live = settings.live_changes(&new)?;
         if live.contains(&"notify_*") {
             shell.obs.hooks = hooks::Hooks::start(new.notify.clone());
         }

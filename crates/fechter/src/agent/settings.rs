@@ -59,8 +59,10 @@ impl std::fmt::Debug for Reloader {
 
 impl Settings {
     /// What `new` changes compared with `self`: the keys that apply live,
-    /// or an error naming the keys that need a restart.
-    pub fn reload_plan(&self, new: &Settings) -> Result<Vec<&'static str>, String> {
+    /// or an error naming the keys that need a restart. This is the one
+    /// list of which key applies live (`true` below) and which needs a
+    /// restart; the docs point here rather than repeat it.
+    pub fn live_changes(&self, new: &Settings) -> Result<Vec<&'static str>, String> {
         let mut restart = Vec::new();
         let mut live = Vec::new();
         let mut cmp = |changed: bool, key: &'static str, is_live: bool| {
