@@ -6,7 +6,7 @@
 //!
 //! 1. [`elect`]: from a membership view, who should lead;
 //! 2. [`next_meta`]: what a leader stamps on the table it publishes;
-//! 3. [`prefer`] / [`accept`]: which of two tables a node follows.
+//! 3. [`prefer`]: which of two tables a node follows.
 //!
 //! # Election and stickiness
 //!
@@ -44,10 +44,12 @@
 //! The incumbent is defined through tables, not through the view: it is the
 //! leader of the most preferred table this node knows of whose leader is
 //! still an eligible candidate ([`incumbent`]). [`recognised_leader`] combines
-//! the two steps. A follower [`accept`]s an incoming table only if it comes
-//! from the leader it recognises and is not less preferred than the table it
-//! follows, so the followed table only ever moves forward, and tables from a
-//! deposed or stale leader are ignored.
+//! the two steps. A follower keeps the most preferred table it has seen
+//! (`replica::Replica::apply` takes an incoming table only if [`prefer`]
+//! ranks it above the one it follows), so the followed table only ever
+//! moves forward and every node that has seen the same tables follows the
+//! same one; a deposed or stale leader's tables rank lower and change
+//! nothing.
 //!
 //! # After a partition heals
 //!
@@ -57,18 +59,18 @@
 //! When the partition heals, both tables are exchanged. On every node,
 //! including `a`, the incumbent becomes the leader of the most preferred known
 //! table whose leader is alive: `b` (term 5 beats term 4). `elect` returns
-//! `b`, `a` recognises `b`, accepts its table and stops publishing: it has
-//! stepped down. `b`'s tables keep being accepted everywhere; `a`'s term-4
-//! tables are rejected by every node because their leader is not recognised
-//! and their term is lower. Had both sides elected a new leader in the same
+//! `b`, `a` recognises `b`, follows its table and stops publishing: it has
+//! stepped down. `b`'s tables keep being taken everywhere; `a`'s term-4
+//! tables change nothing on any node because their term is lower. Had both
+//! sides elected a new leader in the same
 //! term, the lower tie-key would win the same way on both sides. Note that the
 //! winning side is the one with the higher term, not necessarily the larger
 //! one: this rule resolves the conflict deterministically, it does not
 //! provide quorum.
 //!
 //! A node that joins without any table (fresh start) has no incumbent and
-//! may briefly elect itself and publish a low-term table; nobody accepts it
-//! (everyone else recognises the incumbent of their higher-term table) and as
+//! may briefly elect itself and publish a low-term table; nobody takes it
+//! (everyone else follows a higher-term table) and as
 //! soon as the newcomer receives the cluster's table, that table's leader
 //! becomes its incumbent too. The I/O shell should still keep a newcomer from
 //! leading until it has synchronised once (report `can_lead = false` for
@@ -251,25 +253,6 @@ pub fn next_meta(
     }
 }
 
-/// Whether a node following `current` switches to a table with meta
-/// `incoming`.
-///
-/// Only if `incoming` comes from `recognised_leader` (this node's
-/// [`recognised_leader`] / [`elect`] result, computed with `incoming` among
-/// the known tables) and is not less preferred than `current` (an equal meta
-/// is a harmless redelivery). Tables from any other node, and older tables,
-/// are ignored, so the followed table never moves backwards.
-pub fn accept(
-    current: Option<&TableMeta>,
-    incoming: &TableMeta,
-    recognised_leader: Option<&NodeId>,
-) -> bool {
-    if recognised_leader != Some(&incoming.leader) {
-        return false;
-    }
-    current.is_none_or(|c| prefer(incoming, c) != Ordering::Less)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,19 +356,6 @@ mod tests {
         // Version exhausted: new term rather than overflow.
         let full = meta(4, "me", u64::MAX);
         assert_eq!(next_meta(&me, Some(&full), Some(&full)), meta(5, "me", 0));
-    }
-
-    #[test]
-    fn accept_requires_the_recognised_leader_and_no_step_back() {
-        let b = NodeId::new("b");
-        let cur = meta(5, "b", 1);
-        assert!(accept(None, &meta(1, "b", 0), Some(&b)));
-        assert!(!accept(None, &meta(1, "b", 0), None));
-        assert!(!accept(None, &meta(9, "c", 0), Some(&b)));
-        assert!(accept(Some(&cur), &meta(5, "b", 2), Some(&b)));
-        assert!(accept(Some(&cur), &cur, Some(&b)));
-        assert!(!accept(Some(&cur), &meta(5, "b", 0), Some(&b)));
-        assert!(!accept(Some(&cur), &meta(4, "b", 7), Some(&b)));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use fechter_core::NodeId;
 use fechter_core::leader::{
-    Candidate, TableMeta, Term, accept, elect, incumbent, most_preferred, next_meta, prefer,
+    Candidate, TableMeta, Term, elect, incumbent, most_preferred, next_meta, prefer,
     recognised_leader,
 };
 use proptest::prelude::*;
@@ -242,19 +242,6 @@ proptest! {
             }
         }
     }
-
-    #[test]
-    fn accept_never_steps_back_nor_follows_strangers(
-        current in prop::option::of(meta()),
-        incoming in meta(),
-        recognised in prop::option::of(0..NAMES.len()),
-    ) {
-        let recognised = recognised.map(node);
-        let ok = accept(current.as_ref(), &incoming, recognised.as_ref());
-        let from_recognised = recognised.as_ref() == Some(&incoming.leader);
-        let not_older = current.as_ref().is_none_or(|c| prefer(&incoming, c) != Ordering::Less);
-        prop_assert_eq!(ok, from_recognised && not_older);
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -297,11 +284,15 @@ impl Node {
         }
     }
 
-    /// Receive a table; returns whether it was accepted.
-    fn receive(&mut self, view: &[Candidate], m: &TableMeta) -> bool {
+    /// Receive a table; returns whether it is followed now. The rule of
+    /// `Replica::apply`: a table is taken only if preferred to the one
+    /// followed.
+    fn receive(&mut self, m: &TableMeta) -> bool {
         self.see(m);
-        let leader = recognised_leader(view, self.followed.iter().chain([m]));
-        let ok = accept(self.followed.as_ref(), m, leader.as_ref());
+        let ok = self
+            .followed
+            .as_ref()
+            .is_none_or(|c| prefer(m, c) == Ordering::Greater);
         if ok {
             self.followed = Some(m.clone());
         }
@@ -341,7 +332,7 @@ impl Cluster {
                 let n = &mut self.nodes[i];
                 if recognised_leader(&view, n.followed.iter()).as_ref() == Some(&n.id) {
                     let m = next_meta(&n.id, n.highest.as_ref(), n.own.as_ref());
-                    assert!(n.receive(&view, &m), "a leader accepts its own table");
+                    assert!(n.receive(&m), "a leader follows its own table");
                     n.own = Some(m.clone());
                     published.push(m);
                     publishers.insert(i);
@@ -352,9 +343,8 @@ impl Cluster {
                 .filter_map(|&i| self.nodes[i].followed.clone())
                 .collect();
             for &i in group {
-                let view = self.view(i, group);
                 for m in published.iter().chain(&relayed) {
-                    self.nodes[i].receive(&view, m);
+                    self.nodes[i].receive(m);
                 }
                 self.nodes[i].synced = true;
             }
@@ -531,6 +521,12 @@ fn meta_of(term: u64, leader: &NodeId, version: u64) -> TableMeta {
     }
 }
 
+/// The follower's rule (`Replica::apply`): a table is taken only if it is
+/// preferred to the one followed.
+fn follows(current: &TableMeta, incoming: &TableMeta) -> bool {
+    prefer(incoming, current) == Ordering::Greater
+}
+
 fn all_alive(ids: &[&NodeId]) -> Vec<Candidate> {
     ids.iter()
         .map(|id| Candidate {
@@ -553,11 +549,11 @@ fn heal_higher_term_wins_and_old_leader_steps_down() {
     // `a` follows its own table and receives `b`'s.
     let leader_at_a = recognised_leader(&view, [&t_a, &t_b]);
     assert_eq!(leader_at_a, Some(b.clone()));
-    assert!(accept(Some(&t_a), &t_b, leader_at_a.as_ref()));
+    assert!(follows(&t_a, &t_b));
     // `c` followed `b`; `a`'s old table arrives late and is ignored.
     let leader_at_c = recognised_leader(&view, [&t_b, &t_a]);
     assert_eq!(leader_at_c, Some(b.clone()));
-    assert!(!accept(Some(&t_b), &t_a, leader_at_c.as_ref()));
+    assert!(!follows(&t_b, &t_a));
     // Having stepped down, `a` no longer elects itself.
     assert_eq!(recognised_leader(&view, [&t_b]), Some(b));
 }
@@ -578,15 +574,13 @@ fn heal_equal_terms_resolve_by_tie_key() {
     for (mine, theirs) in [(&t_lo, &t_hi), (&t_hi, &t_lo)] {
         let leader = recognised_leader(&view, [mine, theirs]);
         assert_eq!(leader.as_ref(), Some(&lo));
-        assert_eq!(
-            accept(Some(mine), theirs, leader.as_ref()),
-            theirs.leader == lo
-        );
+        assert_eq!(follows(mine, theirs), theirs.leader == lo);
     }
 }
 
-/// A higher-term table whose leader has died in the meantime does not win:
-/// the incumbent is the best table with a live leader.
+/// A higher-term table whose leader has died in the meantime does not make
+/// its leader the incumbent: the incumbent is the best table with a live
+/// leader, whose next table supersedes the dead leader's.
 #[test]
 fn heal_ignores_tables_of_dead_leaders() {
     let (a, b, c) = (NodeId::new("a"), NodeId::new("b"), NodeId::new("c"));
@@ -596,11 +590,12 @@ fn heal_ignores_tables_of_dead_leaders() {
     let t_b = meta_of(5, &b, 0);
     let leader = recognised_leader(&view, [&t_a, &t_b]);
     assert_eq!(leader, Some(a.clone()));
-    assert!(!accept(Some(&t_a), &t_b, leader.as_ref()));
+    // The table itself ranks higher, so it is followed until `a`'s next.
+    assert!(follows(&t_a, &t_b));
     // `a`'s next table starts a term above `b`'s, so nodes that followed `b`
     // switch to it.
     let next = next_meta(&a, Some(&t_b), Some(&t_a));
     assert_eq!(next.term, Term(6));
-    let leader_at_c = recognised_leader(&view, [&t_b, &next]);
-    assert!(accept(Some(&t_b), &next, leader_at_c.as_ref()));
+    assert_eq!(recognised_leader(&view, [&t_b, &next]), Some(a));
+    assert!(follows(&t_b, &next));
 }
