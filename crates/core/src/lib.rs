@@ -20,6 +20,7 @@
 //! | [`wire`] | the packets inside a sealed datagram, and splitting large state into packets |
 
 pub mod addr;
+pub mod allowed;
 pub mod alloc;
 pub mod claim;
 pub mod failover;
