@@ -166,7 +166,7 @@ impl Datagram for TickedUdp {
     /// does (a flood); a drain that finds a flood wakes the reader thread.
     fn try_recv_from(&self, buf: &mut [u8]) -> Option<io::Result<(usize, SocketAddr)>> {
         if !self.shared.is_flooded() && !inbox_lock(&self.shared.inbox).has_members() {
-            let n = inbox::drain(&self.shared, &mut inbox_lock(&self.batch));
+            let n = inbox::drain(&self.shared, &mut inbox_lock(&self.batch), inbox::FLOOD_AT);
             if n >= inbox::FLOOD_AT {
                 self.shared.flooded();
             }

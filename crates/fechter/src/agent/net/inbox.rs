@@ -20,7 +20,7 @@
 //!   rate ([`Limits::stranger_rate`]), so that junk that looks sealed
 //!   costs a bounded number of decryptions.
 //! - **A reader thread, only under a flood.** The loop reads on its ticks;
-//!   when a read finds more than [`FLOOD_AT`] datagrams queued, a reader
+//!   when a read finds [`FLOOD_AT`] datagrams queued, a reader
 //!   thread starts draining the socket as datagrams come, until a second
 //!   passes with fewer than [`QUIET_BELOW`]. Idle, it sleeps on a condition
 //!   variable and costs nothing (a thread waiting on the socket would wake
@@ -46,10 +46,13 @@ pub const BATCH: usize = 64;
 /// Bytes read of each datagram: more than [`MAX_DATAGRAM_LEN`], so that a
 /// longer one is seen as such (and dropped as oversized).
 const SLOT: usize = 2048;
-/// At most this many datagrams are drained by one read of the loop.
+/// At most this many datagrams are drained by one pass of the reader
+/// thread before it looks at the time.
 const MAX_DRAIN: usize = 1 << 16;
-/// A read of the loop that drains this many datagrams starts the reader
-/// thread (about 17,000 a second at a 15 ms tick).
+/// A read of the loop drains at most this many datagrams; one that finds
+/// as many starts the reader thread (about 17,000 a second at a 15 ms
+/// tick) and leaves the rest to it, so that a flood that comes faster than
+/// a drain reads never holds the loop.
 pub const FLOOD_AT: usize = 256;
 /// The reader thread goes back to sleep after a second with fewer than
 /// this many datagrams.
@@ -614,13 +617,13 @@ fn sender(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Reads what the socket holds into the inbox (at most [`MAX_DRAIN`]
-/// datagrams); returns how many were read.
-pub(super) fn drain(shared: &Shared, b: &mut Batch) -> usize {
+/// Reads what the socket holds into the inbox, at most `max` datagrams
+/// (rounded up to a whole [`BATCH`]); returns how many were read.
+pub(super) fn drain(shared: &Shared, b: &mut Batch, max: usize) -> usize {
     let fd = shared.socket.as_raw_fd();
     let mut total = 0;
     let mut errors = 0;
-    while total < MAX_DRAIN {
+    while total < max {
         let read = match recv(fd, b) {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -737,7 +740,7 @@ pub(super) fn reader(shared: &Shared) {
             };
             // SAFETY: one valid pollfd.
             unsafe { libc::poll(&raw mut p, 1, 100) };
-            seen += drain(shared, &mut b);
+            seen += drain(shared, &mut b, MAX_DRAIN);
             if window.elapsed() >= Duration::from_secs(1) {
                 let k = DROPS.kernel.load(Ordering::Relaxed);
                 let rate = seen as u64 + k.saturating_sub(filtered);
