@@ -1,9 +1,10 @@
 //! The cluster socket's inbox: what arrived, sorted before the agent's loop
 //! reads it, so that junk at any rate never crowds the peers out.
 //!
-//! - **Drained whole.** Every read of an empty inbox drains the socket
-//!   (`recvmmsg`, [`BATCH`] at a time), so the kernel's queue (a large
-//!   one: [`RECEIVE_BUFFER`]) only holds what arrived since the last read.
+//! - **Drained.** A read of the loop when no member's datagram waits in
+//!   the inbox drains the socket (`recvmmsg`, [`BATCH`] at a time, up to
+//!   [`FLOOD_AT`]), so the kernel's queue (a large one: [`RECEIVE_BUFFER`])
+//!   only holds what arrived since the last read.
 //! - **Cheap rejection first.** A socket filter ([`program`]) has the
 //!   kernel drop what is too short or lacks the magic before it is queued;
 //!   under a flood it also keeps only a random sample of strangers'
