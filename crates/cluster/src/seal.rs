@@ -326,6 +326,24 @@ impl Sealer {
     }
 }
 
+/// The checks [`Opener::open`] makes before it decrypts: length, magic and
+/// version, nothing cryptographic. Cheap enough to run on every datagram
+/// that arrives, junk included, before it is queued for opening (the
+/// agent's socket reader does): what fails here would fail to open, for
+/// the reason returned.
+pub fn precheck(datagram: &[u8]) -> Result<(), DropReason> {
+    if datagram.len() > MAX_DATAGRAM_LEN {
+        return Err(DropReason::Oversized);
+    }
+    if datagram.len() < OVERHEAD || datagram[..MAGIC.len()] != MAGIC {
+        return Err(DropReason::Malformed);
+    }
+    if datagram[MAGIC.len()] != VERSION {
+        return Err(DropReason::UnsupportedVersion);
+    }
+    Ok(())
+}
+
 /// A datagram that passed authentication and the replay check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
@@ -388,15 +406,7 @@ impl Opener {
     }
 
     fn try_open(&mut self, datagram: &[u8]) -> Result<Opened, DropReason> {
-        if datagram.len() > MAX_DATAGRAM_LEN {
-            return Err(DropReason::Oversized);
-        }
-        if datagram.len() < OVERHEAD || datagram[..MAGIC.len()] != MAGIC {
-            return Err(DropReason::Malformed);
-        }
-        if datagram[MAGIC.len()] != VERSION {
-            return Err(DropReason::UnsupportedVersion);
-        }
+        precheck(datagram)?;
         let (header, rest) = datagram.split_at(HEADER_LEN);
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
         let (ciphertext, tag) = sealed.split_at(sealed.len() - TAG_LEN);

@@ -121,6 +121,10 @@ fn oversized_and_short_datagrams_are_counted() {
     assert_eq!(*o.drops(), expected);
     assert_eq!(o.drops().total(), 4);
     assert!(o.replay_table().is_empty());
+    // The precheck agrees, without an opener.
+    assert_eq!(precheck(&v2), Err(DropReason::UnsupportedVersion));
+    assert_eq!(precheck(&d[..d.len() - 1]), Err(DropReason::Malformed));
+    assert_eq!(precheck(&d), Ok(()));
     // The untouched datagram still opens.
     assert!(o.open(&d).is_ok());
 }
@@ -351,7 +355,13 @@ proptest! {
         }
         let mut o = Opener::new(&KEY);
         // Random bytes cannot carry a valid tag.
-        prop_assert!(o.open(&bytes).is_err());
+        let reason = o.open(&bytes).unwrap_err();
+        // The precheck drops what fails before decryption, for the same
+        // reason, and lets the rest through to fail the seal.
+        match precheck(&bytes) {
+            Ok(()) => prop_assert_eq!(reason, DropReason::BadSeal),
+            Err(r) => prop_assert_eq!(r, reason),
+        }
         prop_assert_eq!(o.drops().total(), 1);
         prop_assert!(o.replay_table().is_empty());
     }

@@ -283,13 +283,17 @@ impl Metrics {
         ));
         let seal = opener.drops();
         let e = engine.drops();
+        // What the socket's inbox dropped before the opener saw it (junk,
+        // a full lane, a full receive buffer) counts as well.
+        let inbox = &super::net::INBOX_DROPS;
         let totals = DropReason::ALL
             .iter()
-            .map(|r| (r.as_str(), seal.get(*r)))
+            .map(|r| (r.as_str(), seal.get(*r).saturating_add(inbox.precheck(*r))))
             .chain([
                 ("malformed-packet", e.malformed),
                 ("swim-rejected", e.swim_rejected),
-            ]);
+            ])
+            .chain(inbox.own());
         for (reason, total) in totals {
             if total == 0 {
                 continue;
