@@ -26,7 +26,9 @@ impl Prefix {
                 u32::from(p) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(p), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
                 u128::from(p) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -102,7 +104,13 @@ mod tests {
         assert!(!host.contains("2001:db8::2".parse().unwrap()));
         let v6all: Prefix = "::/0".parse().unwrap();
         assert!(v6all.contains("2001:db8::2".parse().unwrap()));
-        for bad in ["198.51.100.0", "198.51.100.0/33", "2001:db8::/129", "x/8", "1.2.3.4/-1"] {
+        for bad in [
+            "198.51.100.0",
+            "198.51.100.0/33",
+            "2001:db8::/129",
+            "x/8",
+            "1.2.3.4/-1",
+        ] {
             assert!(bad.parse::<Prefix>().is_err(), "{bad}");
         }
     }

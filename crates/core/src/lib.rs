@@ -20,8 +20,8 @@
 //! | [`wire`] | the packets inside a sealed datagram, and splitting large state into packets |
 
 pub mod addr;
-pub mod allowed;
 pub mod alloc;
+pub mod allowed;
 pub mod claim;
 pub mod failover;
 pub mod leader;
