@@ -109,98 +109,124 @@ impl Metrics {
             quorum: Gauge::default(),
             conflicts: Family::default(),
         };
-        m.quorum.set(1);
+        m.seed_labels();
+        m.register_state();
+        m.register_moves();
+        m.register_drops_and_health();
+        m
+    }
+
+    /// Sets the quorum gauge to 1 and creates every label a family
+    /// exports from the start, so each shows up as 0 before it counts.
+    fn seed_labels(&mut self) {
+        self.quorum.set(1);
         for state in ["alive", "dead"] {
-            let _ = m.members.get_or_create(&vec![("state", state.to_string())]);
+            let _ = self
+                .members
+                .get_or_create(&vec![("state", state.to_string())]);
         }
         for d in ["received", "given"] {
-            let _ = m
+            let _ = self
                 .handoffs
                 .get_or_create(&vec![("direction", d.to_string())]);
         }
-        let r = &mut m.registry;
+        for action in ["kept", "yielded"] {
+            let _ = self
+                .conflicts
+                .get_or_create(&vec![("action", action.to_string())]);
+        }
+    }
+
+    /// Registers the members, addresses, disk errors and leader gauges.
+    fn register_state(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "members",
             "Members this node knows (itself included), by liveness",
-            m.members.clone(),
+            self.members.clone(),
         );
         r.register(
             "addresses_held",
             "Addresses installed on this node",
-            m.addresses_held.clone(),
+            self.addresses_held.clone(),
         );
         r.register(
             "addresses_waiting",
             "Addresses this node should hold but has not installed: another machine answers for them on the wire, or probes are pending",
-            m.addresses_waiting.clone(),
+            self.addresses_waiting.clone(),
         );
         r.register(
             "disk_write_errors",
             "Failed attempts to write a state file (retried every second; the agent keeps running)",
-            m.disk_write_errors.clone(),
+            self.disk_write_errors.clone(),
         );
         r.register(
             "leader_term",
             "Term of the table this node follows",
-            m.leader_term.clone(),
+            self.leader_term.clone(),
         );
         r.register(
             "leader",
             "1 while this node is the leader it recognises",
-            m.leader.clone(),
+            self.leader.clone(),
         );
+    }
+
+    /// Registers takeovers, hand-offs, the takeover silence and announcements.
+    fn register_moves(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "takeovers",
             "Failovers: times this node, as standby, took the addresses of a silent holder",
-            m.takeovers.clone(),
+            self.takeovers.clone(),
         );
         r.register(
             "handoffs",
             "Planned make-before-break hand-offs of addresses, received or given by this node",
-            m.handoffs.clone(),
+            self.handoffs.clone(),
         );
         r.register_with_unit(
             "takeover_silence",
             "Silence of the holder when this node took over (holder loss to takeover)",
             Unit::Seconds,
-            m.takeover_silence.clone(),
+            self.takeover_silence.clone(),
         );
         r.register(
             "announcements",
             "Gratuitous ARP / unsolicited NA bursts sent for held addresses",
-            m.announcements.clone(),
+            self.announcements.clone(),
         );
+    }
+
+    /// Registers dropped datagrams, health checks, quorum, conflicts and
+    /// dropped connections.
+    fn register_drops_and_health(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "datagrams_dropped",
             "Cluster datagrams dropped, by reason",
-            m.dropped.clone(),
+            self.dropped.clone(),
         );
         r.register(
             "health_check",
             "Health checks: 1 passing, 0 failing (or pending)",
-            m.health.clone(),
+            self.health.clone(),
         );
         r.register(
             "quorum",
             "1 while this node sees a majority (or quorum is off), 0 while fenced or a minority",
-            m.quorum.clone(),
+            self.quorum.clone(),
         );
-        for action in ["kept", "yielded"] {
-            let _ = m
-                .conflicts
-                .get_or_create(&vec![("action", action.to_string())]);
-        }
         r.register(
             "conflicts",
             "Another machine answered for an address this node held: kept (this node hears a majority) or yielded",
-            m.conflicts.clone(),
+            self.conflicts.clone(),
         );
         r.register(
             "connections_dropped",
             "Connections to the control socket or /metrics dropped: full (every slot answering), evicted (idle while a new one needed its slot), timeout, oversized, malformed",
             CONNECTIONS_DROPPED.clone(),
         );
-        m
     }
 
     /// The OpenMetrics text.
