@@ -106,6 +106,35 @@ impl Leading {
             force,
         } = input;
         let is_alive = |id: &NodeId| id == me || alive.contains(id);
+        let became_leader = self.elect(me, replica, &is_alive, i_can_lead);
+        // A node that has just become leader decides even if eligibility
+        // did not change since it last looked: it may have computed that
+        // eligibility while another node led (or while it was not yet
+        // allowed to lead), and nobody has published for it.
+        let force = force || became_leader;
+        self.observe_candidates(replica, &is_alive, now, timings.quarantine);
+        let same = self.rate(replica, &is_alive, now, timings.maturity, previous);
+        if self.leader.as_ref() != Some(me) || (same && !force) {
+            return LeaderDecision { publish: None };
+        }
+        if self.hold_publish_until.is_some_and(|t| now < t) {
+            // Re-evaluated when the hold ends (see the engine's heartbeat tick).
+            return LeaderDecision { publish: None };
+        }
+        LeaderDecision {
+            publish: self.next_table(me, replica, previous, &is_alive, done),
+        }
+    }
+
+    /// Finds the leader this node recognises; whether this node has just
+    /// become it.
+    fn elect(
+        &mut self,
+        me: &NodeId,
+        replica: &Replica,
+        is_alive: &impl Fn(&NodeId) -> bool,
+        i_can_lead: bool,
+    ) -> bool {
         // Forgotten nodes (`fechter forget`) count for nothing: they never
         // lead, are never eligible, and are not listed as ineligible.
         let view: Vec<Candidate> = replica
@@ -120,13 +149,18 @@ impl Leading {
         let tables: Vec<&TableMeta> = replica.table.iter().map(|t| &t.meta).collect();
         let was_leader = self.leader.as_ref() == Some(me);
         self.leader = leader::recognised_leader(&view, tables);
-        // A node that has just become leader decides even if eligibility
-        // did not change since it last looked: it may have computed that
-        // eligibility while another node led (or while it was not yet
-        // allowed to lead), and nobody has published for it.
-        let force = force || (!was_leader && self.leader.as_ref() == Some(me));
+        !was_leader && self.leader.as_ref() == Some(me)
+    }
 
-        // Maturity, as this node observes it.
+    /// Maturity, as this node observes it: since when each node is a
+    /// candidate; and the end of quarantines that are over.
+    fn observe_candidates(
+        &mut self,
+        replica: &Replica,
+        is_alive: &impl Fn(&NodeId) -> bool,
+        now: Instant,
+        quarantine: Duration,
+    ) {
         for r in replica.nodes.values() {
             let candidate = !r.forgotten
                 && is_alive(&r.id)
@@ -140,8 +174,19 @@ impl Leading {
             }
         }
         self.suspected
-            .retain(|_, at| now.saturating_duration_since(*at) < timings.quarantine);
+            .retain(|_, at| now.saturating_duration_since(*at) < quarantine);
+    }
 
+    /// Computes the eligibility and keeps it; whether it is the same as
+    /// before.
+    fn rate(
+        &mut self,
+        replica: &Replica,
+        is_alive: &impl Fn(&NodeId) -> bool,
+        now: Instant,
+        maturity: Duration,
+        previous: &Allocation,
+    ) -> bool {
         let views: Vec<NodeView<'_>> = replica
             .counted_nodes()
             .map(|r| NodeView {
@@ -150,7 +195,7 @@ impl Leading {
                 mature: self
                     .candidate_since
                     .get(&r.id)
-                    .is_some_and(|t| now.saturating_duration_since(*t) >= timings.maturity),
+                    .is_some_and(|t| now.saturating_duration_since(*t) >= maturity),
                 suspected: self.suspected.contains_key(&r.id),
             })
             .collect();
@@ -160,13 +205,20 @@ impl Leading {
         // quarantine) matter.
         let same = eligibility == self.eligibility;
         self.eligibility = eligibility;
-        if self.leader.as_ref() != Some(me) || (same && !force) {
-            return LeaderDecision { publish: None };
-        }
-        if self.hold_publish_until.is_some_and(|t| now < t) {
-            // Re-evaluated when the hold ends (see the engine's heartbeat tick).
-            return LeaderDecision { publish: None };
-        }
+        same
+    }
+
+    /// The leader's next table: the allocation over the eligible nodes with
+    /// its planned hand-offs, or `None` if it is what this node last
+    /// published.
+    fn next_table(
+        &self,
+        me: &NodeId,
+        replica: &Replica,
+        previous: &Allocation,
+        is_alive: &impl Fn(&NodeId) -> bool,
+        done: impl Fn(&AddrSpec, &NodeId) -> bool,
+    ) -> Option<Table> {
         let assignable = replica.addresses.assignable();
         let usable = |n: &NodeId, iface: &str| {
             replica
@@ -184,16 +236,14 @@ impl Leading {
         let current = replica.table.as_ref();
         let unchanged = current.is_some_and(|t| t.meta.leader == *me && t.allocation == next);
         if unchanged {
-            return LeaderDecision { publish: None };
+            return None;
         }
         let own = current.filter(|t| t.meta.leader == *me).map(|t| &t.meta);
         let meta = leader::next_meta(me, current.map(|t| &t.meta), own);
-        LeaderDecision {
-            publish: Some(Table {
-                meta,
-                allocation: next,
-            }),
-        }
+        Some(Table {
+            meta,
+            allocation: next,
+        })
     }
 }
 

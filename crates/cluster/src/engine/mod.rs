@@ -202,35 +202,9 @@ pub struct Engine {
 impl Engine {
     /// Starts a node from its persisted replica (possibly empty). Its own
     /// node record is (re)written with its new incarnation.
-    pub fn new(cfg: EngineConfig, mut replica: Replica, rng_seed: u64, now: Now) -> Engine {
+    pub fn new(cfg: EngineConfig, replica: Replica, rng_seed: u64, now: Now) -> Engine {
         let me = cfg.me.clone();
-        let own = replica
-            .nodes
-            .get(&me.node)
-            .cloned()
-            .unwrap_or_else(|| NodeRecord::new(me.node.clone(), me.incarnation));
-        replica.nodes.insert(
-            me.node.clone(),
-            NodeRecord {
-                incarnation: me.incarnation,
-                version: 0,
-                forgotten: false,
-                ..own
-            },
-        );
-        // The clock starts past every stamp on disk, so a local write always
-        // wins over what this node wrote before it restarted.
-        let hlc = replica
-            .addresses
-            .max_stamp()
-            .map_or(Hlc::default(), |s| s.hlc);
-        let shared = Shared {
-            me: me.node.clone(),
-            replica,
-            changed: false,
-            hlc,
-            refuted: None,
-        };
+        let shared = Shared::restarted(&me, replica);
         let lent = Lent::default();
         let swim = Foca::with_custom_broadcast(
             me,
@@ -269,18 +243,28 @@ impl Engine {
             lead_after: now.at + cfg_lead_grace,
             was_isolated: false,
         };
-        e.announce_to_seeds(now);
-        e.schedule(now.at + e.cfg.timings.join_retry, TimerKind::Announce);
-        e.schedule(now.at + e.cfg.timings.anti_entropy, TimerKind::AntiEntropy);
-        e.schedule(
-            now.at + e.cfg.timings.heartbeat_interval,
+        e.start(now);
+        e
+    }
+
+    /// What a new engine does first: announces itself to the seeds,
+    /// schedules its timers and puts its own record on the broadcast
+    /// backlog.
+    fn start(&mut self, now: Now) {
+        self.announce_to_seeds(now);
+        self.schedule(now.at + self.cfg.timings.join_retry, TimerKind::Announce);
+        self.schedule(
+            now.at + self.cfg.timings.anti_entropy,
+            TimerKind::AntiEntropy,
+        );
+        self.schedule(
+            now.at + self.cfg.timings.heartbeat_interval,
             TimerKind::Heartbeat,
         );
-        e.schedule(now.at + e.cfg.timings.leader_tick, TimerKind::LeaderTick);
+        self.schedule(now.at + self.cfg.timings.leader_tick, TimerKind::LeaderTick);
         // Put our own record on the broadcast backlog.
-        let rec = e.shared.replica.nodes[&e.cfg.me.node].clone();
-        e.broadcast(Item::Node(rec));
-        e
+        let rec = self.shared.replica.nodes[&self.cfg.me.node].clone();
+        self.broadcast(Item::Node(rec));
     }
 
     pub fn id(&self) -> &Id {

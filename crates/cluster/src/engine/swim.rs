@@ -73,6 +73,38 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// The state of a node starting from its persisted replica (possibly
+    /// empty): its own node record is (re)written with its new incarnation.
+    pub(super) fn restarted(me: &Id, mut replica: Replica) -> Shared {
+        let own = replica
+            .nodes
+            .get(&me.node)
+            .cloned()
+            .unwrap_or_else(|| NodeRecord::new(me.node.clone(), me.incarnation));
+        replica.nodes.insert(
+            me.node.clone(),
+            NodeRecord {
+                incarnation: me.incarnation,
+                version: 0,
+                forgotten: false,
+                ..own
+            },
+        );
+        // The clock starts past every stamp on disk, so a local write always
+        // wins over what this node wrote before it restarted.
+        let hlc = replica
+            .addresses
+            .max_stamp()
+            .map_or(Hlc::default(), |s| s.hlc);
+        Shared {
+            me: me.node.clone(),
+            replica,
+            changed: false,
+            hlc,
+            refuted: None,
+        }
+    }
+
     /// What the engine keeps while its state is lent: nobody reads it.
     fn placeholder() -> Shared {
         Shared {

@@ -225,7 +225,7 @@ where
 /// its SYN. The kernel caps it at `net.core.somaxconn`.
 const BACKLOG: libc::c_int = 4096;
 
-/// Deepens the queue of the listening socket `listener` to [`BACKLOG`]
+/// Deepens the queue of the listening socket `listener` to `BACKLOG`
 /// (`listen` on a listening socket updates its backlog).
 pub fn deepen_backlog(listener: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;

@@ -109,98 +109,124 @@ impl Metrics {
             quorum: Gauge::default(),
             conflicts: Family::default(),
         };
-        m.quorum.set(1);
+        m.seed_labels();
+        m.register_state();
+        m.register_moves();
+        m.register_drops_and_health();
+        m
+    }
+
+    /// Sets the quorum gauge to 1 and creates every label a family
+    /// exports from the start, so each shows up as 0 before it counts.
+    fn seed_labels(&mut self) {
+        self.quorum.set(1);
         for state in ["alive", "dead"] {
-            let _ = m.members.get_or_create(&vec![("state", state.to_string())]);
+            let _ = self
+                .members
+                .get_or_create(&vec![("state", state.to_string())]);
         }
         for d in ["received", "given"] {
-            let _ = m
+            let _ = self
                 .handoffs
                 .get_or_create(&vec![("direction", d.to_string())]);
         }
-        let r = &mut m.registry;
+        for action in ["kept", "yielded"] {
+            let _ = self
+                .conflicts
+                .get_or_create(&vec![("action", action.to_string())]);
+        }
+    }
+
+    /// Registers the members, addresses, disk errors and leader gauges.
+    fn register_state(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "members",
             "Members this node knows (itself included), by liveness",
-            m.members.clone(),
+            self.members.clone(),
         );
         r.register(
             "addresses_held",
             "Addresses installed on this node",
-            m.addresses_held.clone(),
+            self.addresses_held.clone(),
         );
         r.register(
             "addresses_waiting",
             "Addresses this node should hold but has not installed: another machine answers for them on the wire, or probes are pending",
-            m.addresses_waiting.clone(),
+            self.addresses_waiting.clone(),
         );
         r.register(
             "disk_write_errors",
             "Failed attempts to write a state file (retried every second; the agent keeps running)",
-            m.disk_write_errors.clone(),
+            self.disk_write_errors.clone(),
         );
         r.register(
             "leader_term",
             "Term of the table this node follows",
-            m.leader_term.clone(),
+            self.leader_term.clone(),
         );
         r.register(
             "leader",
             "1 while this node is the leader it recognises",
-            m.leader.clone(),
+            self.leader.clone(),
         );
+    }
+
+    /// Registers takeovers, hand-offs, the takeover silence and announcements.
+    fn register_moves(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "takeovers",
             "Failovers: times this node, as standby, took the addresses of a silent holder",
-            m.takeovers.clone(),
+            self.takeovers.clone(),
         );
         r.register(
             "handoffs",
             "Planned make-before-break hand-offs of addresses, received or given by this node",
-            m.handoffs.clone(),
+            self.handoffs.clone(),
         );
         r.register_with_unit(
             "takeover_silence",
             "Silence of the holder when this node took over (holder loss to takeover)",
             Unit::Seconds,
-            m.takeover_silence.clone(),
+            self.takeover_silence.clone(),
         );
         r.register(
             "announcements",
             "Gratuitous ARP / unsolicited NA bursts sent for held addresses",
-            m.announcements.clone(),
+            self.announcements.clone(),
         );
+    }
+
+    /// Registers dropped datagrams, health checks, quorum, conflicts and
+    /// dropped connections.
+    fn register_drops_and_health(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "datagrams_dropped",
             "Cluster datagrams dropped, by reason",
-            m.dropped.clone(),
+            self.dropped.clone(),
         );
         r.register(
             "health_check",
             "Health checks: 1 passing, 0 failing (or pending)",
-            m.health.clone(),
+            self.health.clone(),
         );
         r.register(
             "quorum",
             "1 while this node sees a majority (or quorum is off), 0 while fenced or a minority",
-            m.quorum.clone(),
+            self.quorum.clone(),
         );
-        for action in ["kept", "yielded"] {
-            let _ = m
-                .conflicts
-                .get_or_create(&vec![("action", action.to_string())]);
-        }
         r.register(
             "conflicts",
             "Another machine answered for an address this node held: kept (this node hears a majority) or yielded",
-            m.conflicts.clone(),
+            self.conflicts.clone(),
         );
         r.register(
             "connections_dropped",
             "Connections to the control socket or /metrics dropped: full (every slot answering), evicted (idle while a new one needed its slot), timeout, oversized, malformed",
             CONNECTIONS_DROPPED.clone(),
         );
-        m
     }
 
     /// The OpenMetrics text.
@@ -476,112 +502,4 @@ async fn answer(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_text_names_every_metric() {
-        let m = Metrics::new();
-        m.took_over(70);
-        m.handoff("given");
-        m.announced();
-        m.health("gateway", true);
-        let text = m.encode();
-        for name in [
-            "fechter_members{state=\"alive\"} 0",
-            "fechter_addresses_held 0",
-            "fechter_addresses_waiting 0",
-            "fechter_leader_term 0",
-            "fechter_takeovers_total 1",
-            "fechter_handoffs_total{direction=\"given\"} 1",
-            "fechter_handoffs_total{direction=\"received\"} 0",
-            "fechter_takeover_silence_seconds_count 1",
-            "fechter_takeover_silence_seconds_bucket{le=\"0.08\"} 1",
-            "fechter_takeover_silence_seconds_bucket{le=\"0.065\"} 0",
-            "fechter_announcements_total 1",
-            "fechter_health_check{check=\"gateway\"} 1",
-            "fechter_quorum 1",
-        ] {
-            assert!(text.contains(name), "no {name} in:\n{text}");
-        }
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn get_metrics_over_http() {
-        let m = Arc::new(Metrics::new());
-        m.took_over(80);
-        let addr = start(Some("127.0.0.1:0".parse().unwrap()), m).unwrap();
-        let get = |req: &'static str| async move {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(req.as_bytes()).await.unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            out
-        };
-        let ok = get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.contains("fechter_takeovers_total 1"), "{ok}");
-        assert!(ok.ends_with("# EOF\n"), "{ok}");
-        let nf = get("GET / HTTP/1.1\r\n\r\n").await;
-        assert!(nf.starts_with("HTTP/1.1 404"), "{nf}");
-        let na = get("POST /metrics HTTP/1.1\r\n\r\n").await;
-        assert!(na.starts_with("HTTP/1.1 405"), "{na}");
-    }
-
-    /// `GET /metrics` from `addr`, blocking (bounded): the answer.
-    fn scrape(addr: SocketAddr) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    }
-
-    #[test]
-    fn two_thousand_idle_connections_leave_metrics_answering() {
-        limits::raise_nofile().unwrap();
-        let m = Arc::new(Metrics::new());
-        let addr = start(Some("127.0.0.1:0".parse().unwrap()), m).unwrap();
-        let idle: Vec<std::net::TcpStream> = (0..2000)
-            .map(|_| std::net::TcpStream::connect(addr).unwrap())
-            .collect();
-        let t = std::time::Instant::now();
-        let text = scrape(addr);
-        let took = t.elapsed();
-        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-        assert!(took < Duration::from_secs(1), "answered after {took:?}");
-        let evicted = text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(
-                    "fechter_connections_dropped_total{server=\"metrics\",reason=\"evicted\"} ",
-                )
-            })
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no evicted count in:\n{text}"));
-        // All but the slots' worth were closed to make room, the scrape's own
-        // slot included.
-        assert!(
-            evicted > 2000 - LIMITS.max_connections as u64,
-            "{evicted} evicted"
-        );
-        let open = idle
-            .iter()
-            .filter(|s| !limits::tests::closed(*s, |d| s.set_read_timeout(Some(d)).unwrap()))
-            .count();
-        assert!(
-            open < LIMITS.max_connections,
-            "{open} idle connections still open"
-        );
-    }
-
-    #[test]
-    fn a_port_in_use_is_logged_not_fatal() {
-        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = taken.local_addr().unwrap();
-        assert_eq!(start(Some(addr), Arc::new(Metrics::new())), None);
-        assert_eq!(start(None, Arc::new(Metrics::new())), None);
-    }
-}
+mod tests;

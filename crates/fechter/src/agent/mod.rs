@@ -11,7 +11,7 @@
 //! same code runs on turmoil's simulated network with a recording platform.
 //!
 //! ## Where things are
-//! - [`run`] (here): starts a [`shell::Shell`] and hands it to the driver.
+//! - [`run`] (here): starts a `shell::Shell` and hands it to the driver.
 //! - `driver.rs`: the loop, what wakes it (tick, control request, machine
 //!   event, health check, witness answer, shutdown) and the work that falls
 //!   due (links, reconcile, renewal).

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use fechter_core::NodeId;
 use fechter_core::claim::Standing;
+use fechter_core::failover::Eligibility;
 use fechter_core::replica::Admin;
 use fechter_core::state::{AddError, AddressState, RemoveError};
 
@@ -134,14 +135,26 @@ impl Shell {
     }
 
     pub(super) fn status(&self) -> StatusReport {
+        let me = &self.node.engine().id().node;
+        let el = self.node.engine().eligibility();
+        StatusReport {
+            node: me.to_string(),
+            leader: self.node.engine().leader().map(ToString::to_string),
+            members: self.member_statuses(el),
+            addresses: self.address_statuses(),
+            notes: self.status_notes(el),
+            dropped: self.dropped_counts(),
+        }
+    }
+
+    /// Every counted member (forgotten nodes, `fechter forget`, are not
+    /// members any more), with why it cannot hold addresses.
+    fn member_statuses(&self, el: &Eligibility) -> Vec<MemberStatus> {
         let r = self.node.engine().replica();
         let me = &self.node.engine().id().node;
         let live = self.node.engine().alive();
         let alive = |id: &NodeId| live.contains(id);
-        let el = self.node.engine().eligibility();
-        // Forgotten nodes (`fechter forget`) are not members any more.
-        let members = r
-            .counted_nodes()
+        r.counted_nodes()
             .map(|n| MemberStatus {
                 id: n.id.to_string(),
                 liveness: if alive(&n.id) { "alive" } else { "dead" }.into(),
@@ -168,9 +181,16 @@ impl Shell {
                     .chain(n.iface_trouble.iter().map(|(i, why)| format!("{i}: {why}")))
                     .collect(),
             })
-            .collect();
+            .collect()
+    }
+
+    /// Every assignable address with its holder and standby in the
+    /// allocation this node acts on, and what the wire makes it wait for.
+    fn address_statuses(&self) -> Vec<AddressStatus> {
         let alloc = self.node.engine().allocation();
-        let addresses = r
+        self.node
+            .engine()
+            .replica()
             .addresses
             .assignable()
             .into_iter()
@@ -183,7 +203,12 @@ impl Shell {
                     standby: p.and_then(|p| p.standby.as_ref()).map(ToString::to_string),
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    /// Datagrams dropped, by reason (the seal's and the engine's); reasons
+    /// never seen are left out.
+    fn dropped_counts(&self) -> BTreeMap<String, u64> {
         let mut dropped = BTreeMap::new();
         let seal = self.opener.drops();
         for reason in fechter_cluster::seal::DropReason::ALL {
@@ -201,6 +226,12 @@ impl Shell {
                 dropped.insert(k.to_string(), v);
             }
         }
+        dropped
+    }
+
+    /// The cluster-wide conditions an operator should know of: fenced,
+    /// minority, fail-static.
+    fn status_notes(&self, el: &Eligibility) -> Vec<String> {
         let mut notes = Vec::new();
         if self.node.engine().fenced() {
             notes.push(
@@ -219,13 +250,6 @@ impl Shell {
                 "fail-static: no up node is healthy, so addresses stay where they are".to_string(),
             );
         }
-        StatusReport {
-            node: me.to_string(),
-            leader: self.node.engine().leader().map(ToString::to_string),
-            members,
-            addresses,
-            notes,
-            dropped,
-        }
+        notes
     }
 }

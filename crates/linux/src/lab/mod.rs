@@ -21,25 +21,36 @@
 //! while unwinding from a panic. The lab forks `ip` (iproute2) and `ping`
 //! (iputils-ping); the fechter agent itself never does.
 //!
+//! The module is split by concern: this file holds the errors, the [`Lab`]
+//! and its names, addresses and queries; `run.rs` the commands (`ip`,
+//! [`lab_available`], [`guard_child`], [`poll`], [`run_in_ns`],
+//! [`block_on_in_ns`]); `topology.rs` [`Lab::new`] and the link faults
+//! ([`Lab::set_link`], [`Lab::set_carrier`], [`Lab::detach`],
+//! [`Lab::reattach`]).
+//!
 //! [`Pinger`] (in `ping.rs`) is the client that pings an address in a lab
 //! for the demo, the end-to-end tests and the failover benchmark; it is
 //! built on [`LineReader`], a child whose output a thread reads, which is
 //! killed and reaped on drop.
 
 use std::fmt;
-use std::fs::File;
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
-use std::path::Path;
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::Duration;
 
 mod ping;
+mod run;
+mod topology;
 
 pub use ping::{Echo, LineReader, PingOptions, PingReport, Pinger, interrupt_and_reap, unix_now};
+pub use run::{
+    block_on_in_ns, enter_netns, guard_child, lab_available, netns_list, poll, require_lab,
+    run_in_ns,
+};
+use run::{check, command_line, find_in_path, ip, run};
+#[cfg(test)]
+use topology::unique_prefix;
 
 /// Most nodes a lab can have (node addresses .10 to .99; .100 is the client).
 pub const MAX_NODES: usize = 90;
@@ -128,227 +139,6 @@ pub enum LabError {
     },
 }
 
-/// Runs a command and returns its stdout, or an error quoting its stderr.
-fn run(cmd: &mut Command) -> Result<String, LabError> {
-    let line = command_line(cmd);
-    let out = cmd.output().map_err(|source| LabError::Spawn {
-        cmd: line.clone(),
-        source,
-    })?;
-    check(line, out)
-}
-
-fn check(line: String, out: Output) -> Result<String, LabError> {
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(LabError::Command {
-            cmd: line,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
-}
-
-fn command_line(cmd: &Command) -> String {
-    let mut line = cmd.get_program().to_string_lossy().into_owned();
-    for arg in cmd.get_args() {
-        line.push(' ');
-        line.push_str(&arg.to_string_lossy());
-    }
-    line
-}
-
-fn ip(args: &[&str]) -> Result<String, LabError> {
-    run(Command::new("ip").args(args))
-}
-
-fn find_in_path(program: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin", "/bin", "/usr/sbin", "/sbin"].map(Into::into))
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
-/// Names of the network namespaces `ip netns list` shows.
-pub fn netns_list() -> Result<Vec<String>, LabError> {
-    let out = ip(&["netns", "list"])?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect())
-}
-
-/// Whether the lab can run here: root, `ip netns` and `ping`. `Err` says why not.
-pub fn lab_available() -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        return Err(LabError::NotRoot { euid }.to_string());
-    }
-    if !Path::new("/proc/self/ns/net").exists() {
-        return Err(LabError::NetnsUnavailable {
-            detail: "/proc/self/ns/net does not exist".into(),
-        }
-        .to_string());
-    }
-    if find_in_path("ip").is_none() {
-        return Err(LabError::NetnsUnavailable {
-            detail: "the `ip` command was not found".into(),
-        }
-        .to_string());
-    }
-    if let Err(e) = netns_list() {
-        return Err(LabError::NetnsUnavailable {
-            detail: e.to_string(),
-        }
-        .to_string());
-    }
-    if find_in_path("ping").is_none() {
-        return Err(LabError::PingMissing.to_string());
-    }
-    Ok(())
-}
-
-/// For tests: `true` if the lab can run. Otherwise prints why `test` is
-/// skipped and returns `false`, except under `CI=true`, where a missing lab
-/// is a failure (panics with the reason).
-pub fn require_lab(test: &str) -> bool {
-    match lab_available() {
-        Ok(()) => true,
-        Err(reason) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{test}: the namespace lab is required under CI=true: {reason}");
-            }
-            eprintln!("skipping {test}: {reason}");
-            false
-        }
-    }
-}
-
-/// Guards a child process of a lab user (test, demo, benchmark): it gets its
-/// own process group (a Ctrl-C on the terminal reaches only the parent,
-/// which then cleans up) and the kernel kills it when the thread that
-/// started it dies (`PR_SET_PDEATHSIG`), so that nothing outlives a run that
-/// was killed.
-pub fn guard_child(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    cmd.process_group(0);
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork
-    // and exec here.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Calls `check` every `every` until it returns `Some`, for at most `limit`
-/// (bounded in rounds as well as in time); `None` when it never did.
-pub fn poll<T>(
-    limit: Duration,
-    every: Duration,
-    mut check: impl FnMut() -> Option<T>,
-) -> Option<T> {
-    let start = std::time::Instant::now();
-    let rounds = limit.as_millis() / every.as_millis().max(1) + 2;
-    for _ in 0..rounds {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        if start.elapsed() >= limit {
-            break;
-        }
-        std::thread::sleep(every);
-    }
-    None
-}
-
-/// A prefix no existing namespace uses: `fch` + 5 hex digits.
-fn unique_prefix() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let existing = netns_list().unwrap_or_default();
-    let mut prefix = String::new();
-    for _ in 0..256 {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-        // FNV-1a over pid, time and a counter.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in std::process::id()
-            .to_le_bytes()
-            .into_iter()
-            .chain(nanos.to_le_bytes())
-            .chain(count.to_le_bytes())
-        {
-            h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-        prefix = format!("fch{:05x}", (h ^ (h >> 32)) & 0xf_ffff);
-        if !existing.iter().any(|n| n.starts_with(&prefix)) {
-            break;
-        }
-    }
-    prefix
-}
-
-/// Enters network namespace `ns` (by name, `/run/netns/NAME`) on the calling
-/// thread only.
-pub fn enter_netns(ns: &str) -> Result<(), LabError> {
-    let err = |source| LabError::Setns {
-        ns: ns.to_owned(),
-        source,
-    };
-    let file = File::open(Path::new("/run/netns").join(ns)).map_err(err)?;
-    // SAFETY: setns on an open namespace file descriptor; affects only this thread.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(err(io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-/// Runs `f` on a new thread inside network namespace `ns` and returns its
-/// result. A panic in `f` is resumed on the calling thread.
-pub fn run_in_ns<T, F>(ns: &str, f: F) -> Result<T, LabError>
-where
-    T: Send,
-    F: FnOnce() -> T + Send,
-{
-    std::thread::scope(|scope| {
-        let handle = scope.spawn(|| {
-            enter_netns(ns)?;
-            Ok(f())
-        });
-        match handle.join() {
-            Ok(result) => result,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })
-}
-
-/// Runs the future made by `f` on a current-thread tokio runtime on a new
-/// thread inside network namespace `ns`. Sockets the future opens (netlink,
-/// packet) belong to `ns`.
-pub fn block_on_in_ns<T, F, Fut>(ns: &str, f: F) -> Result<T, LabError>
-where
-    T: Send,
-    F: FnOnce() -> Fut + Send,
-    Fut: Future<Output = T>,
-{
-    run_in_ns(ns, || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("building a current-thread tokio runtime");
-        runtime.block_on(f())
-    })
-}
-
 fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = text.split(':');
@@ -381,111 +171,6 @@ impl fmt::Debug for Lab {
 }
 
 impl Lab {
-    /// Builds a lab with `nodes` nodes (at most [`MAX_NODES`]) and a client.
-    /// On error, whatever was built is removed again.
-    pub fn new(nodes: usize) -> Result<Lab, LabError> {
-        if nodes > MAX_NODES {
-            return Err(LabError::TooManyNodes { nodes });
-        }
-        // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
-        if euid != 0 {
-            return Err(LabError::NotRoot { euid });
-        }
-        let mut lab = Lab {
-            prefix: unique_prefix(),
-            nodes,
-            namespaces: Vec::new(),
-        };
-        // Any `?` below drops `lab`, which deletes what exists so far.
-        let sw = lab.switch_ns();
-        lab.add_ns(&sw)?;
-        // The switch only bridges: its ports get no IPv6 stack of their
-        // own, whose link-local DAD and router solicitations would reach
-        // a node even through a detached port (a false sign of life).
-        run_in_ns(&sw, || {
-            for conf in ["all", "default"] {
-                let path = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
-                if let Err(e) = std::fs::write(&path, "1") {
-                    eprintln!("lab: cannot write {path}: {e}");
-                }
-            }
-        })?;
-        let bridge = lab.bridge();
-        ip(&[
-            "-n",
-            &sw,
-            "link",
-            "add",
-            &bridge,
-            "type",
-            "bridge",
-            "forward_delay",
-            "0",
-            "stp_state",
-            "0",
-            "mcast_snooping",
-            "0",
-        ])?;
-        ip(&["-n", &sw, "link", "set", &bridge, "up"])?;
-        for node in 0..nodes {
-            let (ns, port) = (lab.ns_name(node), lab.port(node));
-            let last = 10 + node;
-            lab.add_host(
-                &ns,
-                &port,
-                &format!("02:fc:00:00:00:{last:02x}"),
-                &format!("198.18.0.{last}/24"),
-                &format!("2001:db8::{last}/64"),
-            )?;
-        }
-        let (client, port) = (lab.client_ns(), lab.client_port());
-        lab.add_host(
-            &client,
-            &port,
-            "02:fc:00:00:01:00",
-            "198.18.0.100/24",
-            "2001:db8::100/64",
-        )?;
-        Ok(lab)
-    }
-
-    fn add_ns(&mut self, ns: &str) -> Result<(), LabError> {
-        ip(&["netns", "add", ns])?;
-        self.namespaces.push(ns.to_owned());
-        ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        Ok(())
-    }
-
-    /// One host namespace with `eth0` plugged into the bridge as `port`.
-    fn add_host(
-        &mut self,
-        ns: &str,
-        port: &str,
-        mac: &str,
-        v4: &str,
-        v6: &str,
-    ) -> Result<(), LabError> {
-        let (sw, bridge) = (self.switch_ns(), self.bridge());
-        self.add_ns(ns)?;
-        // Created inside `ns`, the peer placed straight into the switch.
-        ip(&[
-            "-n", ns, "link", "add", "eth0", "address", mac, "type", "veth", "peer", "name", port,
-            "netns", &sw,
-        ])?;
-        ip(&["-n", &sw, "link", "set", port, "master", &bridge, "up"])?;
-        // Keep the static IPv6 addresses when a test sets the link down.
-        let knob = "/proc/sys/net/ipv6/conf/eth0/keep_addr_on_down";
-        run_in_ns(ns, || std::fs::write(knob, "1"))?.map_err(|source| LabError::Spawn {
-            cmd: format!("echo 1 > {knob} (in {ns})"),
-            source,
-        })?;
-        ip(&["-n", ns, "addr", "add", v4, "dev", "eth0"])?;
-        ip(&["-n", ns, "addr", "add", v6, "dev", "eth0", "nodad"])?;
-        ip(&["-n", ns, "link", "set", "eth0", "up"])?;
-        Ok(())
-    }
-
     fn check_node(&self, node: usize) -> Result<(), LabError> {
         if node >= self.nodes {
             return Err(LabError::NoSuchNode {
@@ -579,47 +264,6 @@ impl Lab {
         all.extend_from_slice(args);
         ip(&all)
     }
-
-    /// Sets node `node`'s own `eth0` administratively up or down: the node
-    /// sees its link go down (`up: false`).
-    pub fn set_link(&self, node: usize, up: bool) -> Result<(), LabError> {
-        self.check_node(node)?;
-        let state = if up { "up" } else { "down" };
-        self.ip(&self.ns_name(node), &["link", "set", "eth0", state])
-            .map(drop)
-    }
-
-    /// Sets the switch side of node `node`'s cable up or down: the node's
-    /// `eth0` stays up but loses its carrier (`carrier: false`).
-    pub fn set_carrier(&self, node: usize, up: bool) -> Result<(), LabError> {
-        self.check_node(node)?;
-        let state = if up { "up" } else { "down" };
-        self.ip(&self.switch_ns(), &["link", "set", &self.port(node), state])
-            .map(drop)
-    }
-
-    /// Takes node `node`'s port off the bridge: a partition in which the
-    /// node's link and carrier stay up.
-    pub fn detach(&self, node: usize) -> Result<(), LabError> {
-        self.check_node(node)?;
-        self.ip(
-            &self.switch_ns(),
-            &["link", "set", &self.port(node), "nomaster"],
-        )
-        .map(drop)
-    }
-
-    /// Puts node `node`'s port back on the bridge.
-    pub fn reattach(&self, node: usize) -> Result<(), LabError> {
-        self.check_node(node)?;
-        let (port, bridge) = (self.port(node), self.bridge());
-        self.ip(
-            &self.switch_ns(),
-            &["link", "set", &port, "master", &bridge],
-        )
-        .map(drop)
-    }
-
     /// The MAC address namespace `ns` has in its neighbour cache for `ip`,
     /// or `None` if it has no entry with an address (none, INCOMPLETE, FAILED).
     pub fn neighbour_mac(&self, ns: &str, ip: IpAddr) -> Result<Option<[u8; 6]>, LabError> {
