@@ -307,19 +307,7 @@ impl Metrics {
         self.quorum.set(i64::from(
             engine.standing() == fechter_core::claim::Standing::Quorate,
         ));
-        let seal = opener.drops();
-        let e = engine.drops();
-        // What the socket's inbox dropped before the opener saw it (junk,
-        // a full lane, a full receive buffer) counts as well.
-        let inbox = &super::net::INBOX_DROPS;
-        let totals = DropReason::ALL
-            .iter()
-            .map(|r| (r.as_str(), seal.get(*r).saturating_add(inbox.precheck(*r))))
-            .chain([
-                ("malformed-packet", e.malformed),
-                ("swim-rejected", e.swim_rejected),
-            ])
-            .chain(inbox.own());
+        let totals = drop_totals(opener, engine);
         for (reason, total) in totals {
             if total == 0 {
                 continue;
@@ -330,6 +318,24 @@ impl Metrics {
             c.inc_by(total.saturating_sub(c.get()));
         }
     }
+}
+
+/// Every dropped datagram so far, by reason: the one table that status
+/// and the metrics both show. What the socket's inbox dropped before the
+/// opener saw it (junk, a full lane, a full receive buffer) counts as well.
+pub fn drop_totals(opener: &Opener, engine: &Engine) -> Vec<(&'static str, u64)> {
+    let seal = opener.drops();
+    let e = engine.drops();
+    let inbox = &super::net::INBOX_DROPS;
+    DropReason::ALL
+        .iter()
+        .map(|r| (r.as_str(), seal.get(*r).saturating_add(inbox.precheck(*r))))
+        .chain([
+            ("malformed-packet", e.malformed),
+            ("swim-rejected", e.swim_rejected),
+        ])
+        .chain(inbox.own())
+        .collect()
 }
 
 /// `/metrics`'s limits: a scraper or two, each answered in microseconds;

@@ -209,24 +209,11 @@ impl Shell {
     /// Datagrams dropped, by reason (the seal's and the engine's); reasons
     /// never seen are left out.
     fn dropped_counts(&self) -> BTreeMap<String, u64> {
-        let mut dropped = BTreeMap::new();
-        let seal = self.opener.drops();
-        for reason in fechter_cluster::seal::DropReason::ALL {
-            let n = seal.get(reason);
-            if n > 0 {
-                dropped.insert(reason.as_str().to_string(), n);
-            }
-        }
-        let e = self.node.engine().drops();
-        for (k, v) in [
-            ("malformed-packet", e.malformed),
-            ("swim-rejected", e.swim_rejected),
-        ] {
-            if v > 0 {
-                dropped.insert(k.to_string(), v);
-            }
-        }
-        dropped
+        metrics::drop_totals(&self.opener, self.node.engine())
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.to_string(), n))
+            .collect()
     }
 
     /// The cluster-wide conditions an operator should know of: fenced,
