@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fechter::agent::events::EventsReport;
-use fechter::agent::{self, Settings, net::SystemClock, server};
+use fechter::agent::{self, Settings, clock::SystemClock, server};
 use fechter::cli::{AgentArgs, Cli, Command};
 use fechter::control::{self, Request, Response, StatusReport};
 use fechter::plan;

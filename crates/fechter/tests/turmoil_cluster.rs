@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use fechter::agent::net::{Datagram, WallClock, queued};
+use fechter::agent::clock::WallClock;
+use fechter::agent::net::{Datagram, queued};
 use fechter::agent::platform::RecordingPlatform;
 use fechter::agent::{ControlCall, Settings, run};
 use fechter::control::{Request, Response, StatusReport};

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::clock::WallClock;
 use super::events::What;
-use super::net::{Datagram, WallClock};
+use super::net::Datagram;
 use super::platform::{Platform, PlatformEvent};
 use super::requests::reload;
 use super::shell::Shell;

@@ -27,7 +27,7 @@
 //!   [`hooks`] and counts the [`metrics`].
 //! - `settings.rs`: what the agent runs with, and what reloads live.
 //! - [`platform`] and [`linux`]: the machine (addresses, links, the wire);
-//!   [`net`]: the socket and the clock; [`health`]: checks; [`server`]: the
+//!   [`net`]: the cluster socket and its inbox; [`clock`]: the two clocks; [`health`]: checks; [`server`]: the
 //!   control socket; `crate::files`: the state files, written off the
 //!   loop.
 //! - [`limits`]: the control socket and `/metrics` each on a thread of its
@@ -38,6 +38,7 @@
 //! [`Opener`]: fechter_cluster::seal::Opener
 //! [`Platform`]: platform::Platform
 
+pub mod clock;
 mod driver;
 pub mod events;
 pub mod health;
@@ -54,12 +55,13 @@ mod settings;
 mod shell;
 mod wire;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::files::persist::PersistError;
+use clock::{WallClock, mono, now};
 use driver::Driver;
 use fechter_cluster::engine::Now;
-use net::{Datagram, WallClock};
+use net::Datagram;
 use platform::Platform;
 pub use settings::{Reloader, Settings};
 use shell::Shell;
@@ -97,10 +99,6 @@ const RESYNC_EVERY: Duration = Duration::from_secs(5);
 /// before a due timer fires.
 const QUEUED_BEFORE_TIMERS: usize = 256;
 
-fn mono() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
 /// Runs the agent until `shutdown` completes, then hands its addresses off
 /// (bounded by `drain_timeout`), removes what is left and leaves the cluster.
 pub async fn run<S: Datagram, C: WallClock, P: Platform>(
@@ -116,12 +114,4 @@ pub async fn run<S: Datagram, C: WallClock, P: Platform>(
     let mut driver = Driver::new(settings, socket, clock, platform, control, shell);
     driver.run(shutdown).await?;
     driver.stop().await
-}
-
-/// The engine's notion of now: the monotonic clock and the wall clock.
-fn now<C: WallClock>(clock: &C) -> Now {
-    Now {
-        at: mono(),
-        wall_ms: clock.wall_ms(),
-    }
 }

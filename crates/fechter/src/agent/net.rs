@@ -186,24 +186,6 @@ fn inbox_lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The wall clock, read by the shell only (the engine gets it as a number).
-pub trait WallClock {
-    /// Milliseconds since the Unix epoch.
-    fn wall_ms(&self) -> u64;
-}
-
-/// The system's real-time clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl WallClock for SystemClock {
-    fn wall_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
