@@ -44,8 +44,8 @@ impl Node {
     pub fn plan(&mut self, now: Now, observed: BTreeSet<AddrSpec>) -> Plan {
         self.plan_due = false;
         let me = self.me().clone();
-        let alloc = self.engine.allocation().clone();
-        let unproven = self.unproven(now, &observed);
+        let alloc = self.acting();
+        let unproven = self.unproven(now, &alloc, &observed);
         keep_announced(&me, &alloc, &mut self.announced);
         let view = LocalView {
             observed,

@@ -40,6 +40,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 
 use fechter_core::alloc::Allocation;
+use fechter_core::allowed::Allowed;
 use fechter_core::claim::Standing;
 use fechter_core::reconcile::{Action, renewals};
 use fechter_core::{AddrSpec, NodeId};
@@ -85,6 +86,10 @@ pub struct Node {
     /// why an address is acquired or released.
     last_alloc: Allocation,
     took_over: BTreeSet<NodeId>,
+    /// What this machine may ever hold (`allowed_prefixes`,
+    /// `allowed_interfaces`): the rest of what the table gives it, it
+    /// neither installs nor announces.
+    allowed: Allowed,
     /// The allocation or the wire changed since the last plan.
     plan_due: bool,
     events: VecDeque<NodeEvent>,
@@ -102,6 +107,7 @@ impl Node {
             wire: Wire::new(lock),
             last_alloc: Allocation::default(),
             took_over: BTreeSet::new(),
+            allowed: Allowed::default(),
             plan_due: true,
             events: VecDeque::new(),
         }
@@ -214,7 +220,41 @@ impl Node {
     /// The lease renewals due for what this node installed and still
     /// serves (holder, or giver in a hand-off), without a plan.
     pub fn renewals(&self) -> Vec<Action> {
-        renewals(self.me(), self.engine.allocation(), &self.installed)
+        renewals(self.me(), &self.acting(), &self.installed)
+    }
+
+    /// Restricts what this machine may ever hold.
+    pub fn set_allowed(&mut self, allowed: Allowed) {
+        self.allowed = allowed;
+        self.plan_due = true;
+    }
+
+    /// The addresses the table gives this node (as holder or giver) that it
+    /// may not hold here: it leaves them unserved (status shows them).
+    pub fn refused(&self) -> Vec<AddrSpec> {
+        let me = self.me();
+        self.engine
+            .allocation()
+            .placements
+            .iter()
+            .filter(|(s, p)| {
+                (&p.holder == me || p.handoff_from.as_ref() == Some(me)) && !self.allowed.permits(s)
+            })
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    /// The allocation this node acts on: the engine's, without what the
+    /// table gives it but it may not hold.
+    fn acting(&self) -> Allocation {
+        let mut alloc = self.engine.allocation().clone();
+        if self.allowed.restricts() {
+            let me = self.me();
+            alloc.placements.retain(|s, p| {
+                self.allowed.permits(s) || (&p.holder != me && p.handoff_from.as_ref() != Some(me))
+            });
+        }
+        alloc
     }
 
     /// The removals of a shutdown: everything installed. Report them with

@@ -165,3 +165,41 @@ fn a_node_taken_down_hands_off_and_both_sides_say_so() {
         })
     );
 }
+
+#[test]
+fn what_this_machine_may_not_hold_is_removed_and_never_installed() {
+    let mut sim = Sim::serving(5, 1, 2, Timings::default());
+    let now = sim.now();
+    let mut node = sim.nodes.get_mut(&id("n0")).unwrap().node.take().unwrap();
+    while node.poll_event().is_some() {}
+    let both = BTreeSet::from([spec(0), spec(1)]);
+    assert_eq!(node.installed(), &both);
+    node.set_allowed(fechter_core::allowed::Allowed {
+        prefixes: vec![format!("{}/32", spec(0).ip).parse().unwrap()],
+        interfaces: Vec::new(),
+    });
+    assert!(node.plan_due());
+    assert_eq!(node.refused(), vec![spec(1)]);
+    assert!(!node.renewals().contains(&Action::Renew(spec(1))));
+    let plan = node.plan(now, both);
+    assert!(plan.actions.contains(&Action::Remove(spec(1))), "{plan:?}");
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| a.spec() == &spec(1) && !matches!(a, Action::Remove(_))),
+        "{plan:?}"
+    );
+    let ok = vec![true; plan.actions.len()];
+    assert_eq!(
+        node.executed(now, plan, &ok),
+        Some(BTreeSet::from([spec(0)]))
+    );
+    // Gone from the interface, it is not installed again.
+    let plan = node.plan(now, BTreeSet::from([spec(0)]));
+    assert!(
+        plan.actions.iter().all(|a| a.spec() != &spec(1)),
+        "{plan:?}"
+    );
+    assert_eq!(node.waiting(), 0, "not even probed");
+}

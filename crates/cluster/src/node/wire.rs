@@ -139,12 +139,16 @@ impl Node {
     /// falls due when an address became free or its giver is heard again.
     pub fn wire_tick(&mut self, now: Now) -> Vec<AddrSpec> {
         let soon = self.engine.soon_taken(now);
+        let allowed = &self.allowed;
         let wanted: BTreeSet<AddrSpec> = self
             .wire
             .base
             .iter()
             .cloned()
-            .chain(soon.into_iter().filter(|s| !self.installed.contains(s)))
+            .chain(
+                soon.into_iter()
+                    .filter(|s| !self.installed.contains(s) && allowed.permits(s)),
+            )
             .collect();
         let mut probes = self.wire.lock.want(now.at, &wanted);
         probes.extend(self.held_probes(now));
@@ -202,10 +206,11 @@ impl Node {
     pub(super) fn unproven(
         &mut self,
         now: Now,
+        alloc: &fechter_core::Allocation,
         observed: &BTreeSet<AddrSpec>,
     ) -> BTreeSet<AddrSpec> {
         let me = self.me().clone();
-        let wanted = wire_lock::wanted(&me, self.engine.allocation(), observed, []);
+        let wanted = wire_lock::wanted(&me, alloc, observed, []);
         // Its previous holder is heard again, the same process (it served
         // as a minority, or was cut off the cluster port): a hand-off, which
         // it lets go of once this node confirms. A restarted holder removes
