@@ -13,6 +13,8 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
+use super::child;
+
 /// Timing of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckTiming {
@@ -100,6 +102,7 @@ async fn run_check(c: Check, tx: mpsc::Sender<HealthChange>) {
     let mut tick = tokio::time::interval(c.timing.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq: u16 = 0;
+    let mut why = String::new();
     loop {
         tick.tick().await;
         let ok = match (&c.probe, pinger.as_mut()) {
@@ -108,13 +111,22 @@ async fn run_check(c: Check, tx: mpsc::Sender<HealthChange>) {
                 p.ping(seq, c.timing.timeout).await
             }
             (Probe::Gateway(_), None) => false,
-            (Probe::Script(cmd), _) => run_script(&c.name, cmd, c.timing.timeout).await,
+            (Probe::Script(cmd), _) => match run_script(cmd, c.timing.timeout).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(check = %c.name, "check failed: {e}");
+                    why = e;
+                    false
+                }
+            },
         };
         if let Some(passing) = state.observe(ok) {
             if passing {
                 tracing::info!(check = %c.name, "check passes");
-            } else {
+            } else if why.is_empty() {
                 tracing::warn!(check = %c.name, "check fails");
+            } else {
+                tracing::warn!(check = %c.name, "check fails: {why}");
             }
             if tx.send((c.name.clone(), passing)).await.is_err() {
                 return;
@@ -123,34 +135,25 @@ async fn run_check(c: Check, tx: mpsc::Sender<HealthChange>) {
     }
 }
 
-/// Runs a check script with a timeout; a hung script is killed.
-async fn run_script(name: &str, cmd: &str, timeout: Duration) -> bool {
-    let child = tokio::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(check = %name, "cannot start the check: {e}");
-            return false;
-        }
+/// Runs a check script with a timeout: `Ok` when it exits 0 in time, else
+/// why not, with the start of its output. A hung script is killed with its
+/// process group; at most 64 KiB of its output is read (see
+/// [`super::child`]).
+async fn run_script(cmd: &str, timeout: Duration) -> Result<(), String> {
+    let ran = child::run(cmd, &[], timeout)
+        .await
+        .map_err(|e| format!("cannot start the check: {e}"))?;
+    let output = match ran.output_for_log() {
+        o if o.is_empty() => String::new(),
+        o => format!(": {o}"),
     };
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) => status.success(),
-        Ok(Err(e)) => {
-            tracing::warn!(check = %name, "check: {e}");
-            false
-        }
-        Err(_) => {
-            tracing::warn!(check = %name, "check timed out after {timeout:?}; killed");
-            let _ = child.kill().await;
-            false
-        }
+    match ran.exit {
+        _ if ran.success() => Ok(()),
+        child::Exit::Status(status) => Err(format!("{status}{output}")),
+        child::Exit::TimedOut => Err(format!(
+            "timed out after {} ms, killed with its process group{output}",
+            timeout.as_millis()
+        )),
     }
 }
 
@@ -431,13 +434,53 @@ mod tests {
 
     #[tokio::test]
     async fn scripts_pass_fail_and_are_killed_at_their_timeout() {
-        assert!(run_script("t", "exit 0", Duration::from_secs(5)).await);
-        assert!(!run_script("t", "exit 3", Duration::from_secs(5)).await);
+        assert_eq!(run_script("exit 0", Duration::from_secs(5)).await, Ok(()));
+        let failed = run_script("echo broken >&2; exit 3", Duration::from_secs(5)).await;
+        assert_eq!(failed, Err("exit status: 3: broken".to_owned()));
         let t0 = std::time::Instant::now();
-        assert!(!run_script("t", "sleep 30", Duration::from_millis(200)).await);
+        let hung = run_script("sleep 30", Duration::from_millis(200)).await;
+        assert!(hung.unwrap_err().starts_with("timed out after 200 ms"));
         assert!(
             t0.elapsed() < Duration::from_secs(5),
             "the hung script was killed"
         );
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_check_is_killed_with_its_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let cmd = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        assert!(run_script(&cmd, Duration::from_millis(300)).await.is_err());
+        let pid: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        };
+        let t = std::time::Instant::now();
+        while !gone() && t.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone(), "the check's background sleep {pid} survived");
+    }
+
+    #[tokio::test]
+    async fn a_check_printing_ten_megabytes_is_read_capped() {
+        let t0 = std::time::Instant::now();
+        let cmd = "head -c 10000000 /dev/zero | tr '\\0' x; exit 1";
+        let err = run_script(cmd, Duration::from_secs(20)).await.unwrap_err();
+        assert!(err.starts_with("exit status: 1: xxxx"), "{}", &err[..40]);
+        assert!(err.len() < 2048, "{} bytes", err.len());
+        assert!(err.ends_with(" more bytes)"), "{}", &err[err.len() - 40..]);
+        // Printing 10 MB is no failure by itself.
+        let quiet = "head -c 10000000 /dev/zero";
+        assert_eq!(run_script(quiet, Duration::from_secs(20)).await, Ok(()));
+        assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
     }
 }

@@ -38,6 +38,7 @@
 //! [`Opener`]: fechter_cluster::seal::Opener
 //! [`Platform`]: platform::Platform
 
+pub mod child;
 mod driver;
 pub mod events;
 pub mod health;
