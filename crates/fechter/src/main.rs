@@ -319,10 +319,10 @@ fn shutdown_signal(
 }
 
 /// The cluster key the resolved settings name.
-fn load_key(r: &fechter::config::Resolved) -> Result<[u8; 32], String> {
+fn load_key(r: &fechter::config::Resolved) -> Result<fechter::files::keyfile::ClusterKey, String> {
     match (&r.key_file, r.insecure) {
         (Some(path), _) => fechter::files::keyfile::load_key_file(path).map_err(|e| e.to_string()),
-        (None, true) => Ok([0u8; 32]),
+        (None, true) => Ok(fechter::files::keyfile::ClusterKey::insecure()),
         (None, false) => Err("no cluster key: create one with `fechter keygen /etc/fechter/cluster.key`, copy it to every node, and start the agent with --key-file /etc/fechter/cluster.key (or give --insecure for a throw-away test cluster)".into()),
     }
 }

@@ -4,7 +4,10 @@
 //! a task of their own: the agent loop only queues them and never waits, so
 //! a slow or hanging hook never delays a failover. Each gets
 //! `notify_timeout_ms`; then it (and its process group) is killed. Failures
-//! and timeouts are logged.
+//! and timeouts are logged with the start of the hook's output (at most
+//! 64 KiB of it is read; see [`super::child`]). A hook that starts a
+//! daemon is done when its shell exits, even if the daemon keeps its
+//! output open: the next hook runs.
 //!
 //! Environment: `FECHTER_EVENT` (`acquire`, `release`, `leader`,
 //! `conflict`; for a conflict `FECHTER_REASON` names the other machine's MAC),
@@ -13,11 +16,12 @@
 //! `FECHTER_LEADER` (the leader this node recognises; empty if none). The
 //! address variables are empty for `leader`.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+use super::child;
 
 /// The configured hooks (`notify_*` keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,54 +151,37 @@ impl Hooks {
     }
 }
 
-/// Runs one hook to completion or its timeout, logging failures.
+/// Runs one hook to completion or its timeout, logging failures (see
+/// [`child`] for what is killed, kept and discarded).
 async fn run(command: &str, ev: &HookEvent, timeout: Duration) {
-    let mut cmd = tokio::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .envs(ev.env())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        // Its own process group, so that a timeout kills what it started too.
-        .process_group(0);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
+    let ran = match child::run(command, &ev.env(), timeout).await {
+        Ok(ran) => ran,
         Err(e) => {
             tracing::warn!(event = ev.event, %command, "cannot run the notify hook: {e}");
             return;
         }
     };
-    let pid = child.id();
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) if out.status.success() => {
+    match ran.exit {
+        _ if ran.success() => {
             tracing::debug!(event = ev.event, address = %ev.address, "notify hook done");
         }
-        Ok(Ok(out)) => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
+        child::Exit::Status(status) => {
             tracing::warn!(
                 event = ev.event,
                 address = %ev.address,
                 %command,
-                status = %out.status,
-                stderr = %stderr.trim(),
+                %status,
+                output = %ran.output_for_log(),
                 "notify hook failed"
             );
         }
-        Ok(Err(e)) => tracing::warn!(event = ev.event, %command, "notify hook: {e}"),
-        Err(_) => {
-            // The child was dropped with the timed-out future (kill_on_drop
-            // kills the shell); kill the rest of its process group too.
-            if let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
-                // SAFETY: kill(2) on the process group of a child we spawned.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
-            }
+        child::Exit::TimedOut => {
             tracing::warn!(
                 event = ev.event,
                 address = %ev.address,
                 %command,
-                "notify hook killed after {} ms (notify_timeout_ms)",
+                output = %ran.output_for_log(),
+                "notify hook killed after {} ms (notify_timeout_ms), with its process group",
                 timeout.as_millis()
             );
         }
@@ -244,6 +231,37 @@ mod tests {
             text,
             "acquire eth0:198.51.100.10/24 198.51.100.10 eth0 assigned ws-1 ws-2\n\
              leader eth0:198.51.100.10/24 198.51.100.10 eth0 assigned ws-1 ws-2\n"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_hook_that_leaves_a_daemon_behind_does_not_hold_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pidfile, out) = (dir.path().join("pid"), dir.path().join("out"));
+        let mut hooks = Hooks::start(Notify {
+            // The daemon holds the hook's stdout and stderr open.
+            acquire: Some(format!("sleep 100 & echo $! > {}", pidfile.display())),
+            release: Some(format!("echo \"$FECHTER_EVENT\" >> {}", out.display())),
+            leader: None,
+            conflict: None,
+            timeout: Duration::from_secs(10),
+        });
+        let t = std::time::Instant::now();
+        hooks.fire(ev("acquire"));
+        hooks.fire(ev("release"));
+        hooks.finish(Duration::from_secs(30)).await;
+        let took = t.elapsed();
+        let pid: libc::pid_t = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: kill(2) on the test's own leftover daemon.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "release\n");
+        assert!(
+            took < Duration::from_secs(3),
+            "the next hook waited {took:?} (timeout 10 s)"
         );
     }
 

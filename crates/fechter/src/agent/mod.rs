@@ -38,6 +38,7 @@
 //! [`Opener`]: fechter_cluster::seal::Opener
 //! [`Platform`]: platform::Platform
 
+pub mod child;
 pub mod clock;
 mod driver;
 pub mod events;

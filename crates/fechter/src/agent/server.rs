@@ -1,11 +1,14 @@
-//! The control socket: a Unix socket (mode 0600) where the CLI sends one JSON
-//! request per line and reads one JSON response line. Served on a thread of
+//! The control socket: a Unix socket (mode 0600, owned by the agent's user)
+//! where the CLI sends one JSON request per line and reads one JSON response
+//! line. [`bind`] gives it mode 0600 before anyone can connect, and neither
+//! follows nor removes anything at its path but a stale socket. Served on a thread of
 //! its own within [`LIMITS`] (see [`super::limits`]): a request longer than
 //! [`MAX_REQUEST`] or not JSON gets an error line; a client too slow to send
 //! its request or take the answer is dropped; all are counted.
 
+use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +35,14 @@ pub enum ServerError {
         "cannot create the control socket {path}: {source}; check that its directory exists and is writable (or give --control-socket)"
     )]
     Bind { path: PathBuf, source: io::Error },
+    #[error(
+        "control socket path {0} is a symbolic link, which fechter neither follows nor replaces: remove it (`rm {0}`) or give another --control-socket"
+    )]
+    Symlink(PathBuf),
+    #[error(
+        "control socket path {0} exists and is not a socket: move it away, or give another --control-socket"
+    )]
+    NotASocket(PathBuf),
 }
 
 /// The control socket's limits. The CLI opens one connection per command
@@ -45,28 +56,67 @@ pub const LIMITS: Limits = Limits {
 };
 
 /// Binds the control socket at `path`, replacing a stale socket file left
-/// by a dead agent but never a live one.
+/// by a dead agent but never a live one, and never a symbolic link or
+/// anything else that is not a socket (both are refused).
+///
+/// The socket has mode 0600 before anyone can connect: it is bound in a
+/// private directory (mode 0700) beside `path`, given its mode there, and
+/// renamed into place, which also replaces a stale socket atomically. (A
+/// umask around `bind` would do the same but is process-wide: it would
+/// apply to files other threads create meanwhile.)
 pub fn bind(path: &Path) -> Result<StdUnixListener, ServerError> {
     let bind_err = |source| ServerError::Bind {
         path: path.to_owned(),
         source,
     };
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).map_err(bind_err)?;
-    }
-    if path.exists() {
-        if StdUnixStream::connect(path).is_ok() {
-            return Err(ServerError::InUse(path.to_owned()));
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            fs::create_dir_all(dir).map_err(bind_err)?;
+            dir
         }
-        std::fs::remove_file(path).map_err(bind_err)?;
+        _ => Path::new("."),
+    };
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => return Err(ServerError::Symlink(path.to_owned())),
+        Ok(m) if m.file_type().is_socket() => {
+            if StdUnixStream::connect(path).is_ok() {
+                return Err(ServerError::InUse(path.to_owned()));
+            }
+            // Stale: the rename below replaces it.
+        }
+        Ok(_) => return Err(ServerError::NotASocket(path.to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_err(e)),
     }
-    let listener = StdUnixListener::bind(path).map_err(bind_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    let private = private_dir(dir).map_err(bind_err)?;
+    // A short name: the private path must fit in sun_path (108 bytes) too.
+    let temp = private.join("s");
+    let bound = StdUnixListener::bind(&temp).and_then(|listener| {
+        fs::set_permissions(&temp, fs::Permissions::from_mode(0o600))?;
+        fs::rename(&temp, path)?;
+        Ok(listener)
+    });
+    let _ = fs::remove_file(&temp);
+    let _ = fs::remove_dir(&private);
+    let listener = bound.map_err(bind_err)?;
     listener.set_nonblocking(true).map_err(bind_err)?;
     limits::deepen_backlog(std::os::fd::AsFd::as_fd(&listener)).map_err(bind_err)?;
     Ok(listener)
+}
+
+/// A new directory `.fechter-<pid>.<n>` (mode 0700) in `dir`.
+fn private_dir(dir: &Path) -> io::Result<PathBuf> {
+    let mut n = 0u32;
+    loop {
+        let path = dir.join(format!(".fechter-{}.{n}", std::process::id()));
+        match fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => return Ok(path),
+            // A leftover of an earlier process with the same pid (or a
+            // concurrent bind in this one): the next name.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Serves the control socket on a thread of its own (see
@@ -245,6 +295,99 @@ mod tests {
         read_timeout: Duration::from_millis(300),
         write_timeout: Duration::from_millis(300),
     };
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn socket_has_mode_0600_replaces_a_stale_one_and_leaves_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fechter.sock");
+        let first = bind(&path).unwrap();
+        assert_eq!(mode_of(&path), 0o600);
+        // Live: refused.
+        assert!(matches!(bind(&path), Err(ServerError::InUse(_))));
+        drop(first);
+        // Stale (its agent is gone): replaced.
+        let second = bind(&path).unwrap();
+        assert_eq!(mode_of(&path), 0o600);
+        assert!(Client::connect(&path).is_ok());
+        drop(second);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["fechter.sock"], "no private directory left behind");
+    }
+
+    #[test]
+    fn socket_is_0600_before_anyone_can_connect_whatever_the_umask() {
+        // A plain bind creates the socket with the umask's mode (0777 under
+        // umask 0) and a chmod fixes it only afterwards; here the socket
+        // never appears at `path` before it is 0600, whatever the umask.
+        // Watch the path while binding: whenever it exists it is 0600.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fechter.sock");
+        let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let watcher = {
+            let (path, watching) = (path.clone(), watching.clone());
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(m) = fs::symlink_metadata(&path) {
+                        seen.push(m.permissions().mode() & 0o777);
+                    }
+                }
+                seen
+            })
+        };
+        for _ in 0..50 {
+            drop(bind(&path).unwrap());
+            fs::remove_file(&path).unwrap();
+        }
+        watching.store(false, std::sync::atomic::Ordering::Relaxed);
+        let seen = watcher.join().unwrap();
+        assert!(seen.iter().all(|&m| m == 0o600), "{seen:?}");
+    }
+
+    #[test]
+    fn symlink_at_the_socket_path_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        fs::write(&target, b"keep me").unwrap();
+        let path = dir.path().join("fechter.sock");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = bind(&path).unwrap_err();
+        assert!(matches!(err, ServerError::Symlink(_)), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("symbolic link"), "{msg}");
+        assert!(msg.contains(&format!("rm {}", path.display())), "{msg}");
+        assert!(
+            fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read(&target).unwrap(), b"keep me");
+        // A link to a live socket is refused too, not connected through.
+        let real = dir.path().join("real.sock");
+        let _live = bind(&real).unwrap();
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(matches!(bind(&link), Err(ServerError::Symlink(_))));
+    }
+
+    #[test]
+    fn a_file_at_the_socket_path_is_refused_not_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fechter.sock");
+        fs::write(&path, b"not a socket").unwrap();
+        let err = bind(&path).unwrap_err();
+        assert!(matches!(err, ServerError::NotASocket(_)), "{err:?}");
+        assert!(err.to_string().contains("move it away"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"not a socket");
+    }
 
     #[test]
     fn hostile_requests_get_an_error_or_are_dropped_and_the_next_is_answered() {

@@ -9,6 +9,7 @@ use fechter_cluster::engine::{Quorum, Timings};
 use fechter_core::NodeId;
 
 use super::{health, hooks};
+use crate::files::keyfile::ClusterKey;
 
 /// Everything the agent needs to start, resolved from flags and config.
 #[derive(Debug, Clone)]
@@ -17,8 +18,9 @@ pub struct Settings {
     /// `--attach` addresses.
     pub seeds: Vec<SocketAddr>,
     pub data_dir: PathBuf,
-    /// The 32-byte cluster key (all zeros with `--insecure`).
-    pub key: [u8; 32],
+    /// The 32-byte cluster key (all zeros with `--insecure`); zeroed on
+    /// drop, never shown by `Debug`.
+    pub key: ClusterKey,
     pub timings: Timings,
     /// Kernel lease of an installed address: the kernel removes it by itself
     /// this long after the last renewal (a dead agent leaves nothing behind).
@@ -121,12 +123,17 @@ impl Settings {
 
 impl Settings {
     /// Settings with the documented defaults.
-    pub fn new(node_id: NodeId, seeds: Vec<SocketAddr>, data_dir: PathBuf, key: [u8; 32]) -> Self {
+    pub fn new(
+        node_id: NodeId,
+        seeds: Vec<SocketAddr>,
+        data_dir: PathBuf,
+        key: impl Into<ClusterKey>,
+    ) -> Self {
         Settings {
             node_id,
             seeds,
             data_dir,
-            key,
+            key: key.into(),
             timings: Timings::default(),
             lease: Duration::from_secs(2),
             renew_every: Duration::from_millis(800),

@@ -6,12 +6,15 @@
 //! the old or the new content. [`load_json`] treats a missing file as "no
 //! state yet" but never silently resets a corrupt one. [`DataDir`] holds an
 //! exclusive `flock` on `fechter.lock` inside the directory for as long as
-//! it lives, so two agents never share one data directory.
+//! it lives, so two agents never share one data directory. It refuses a
+//! data directory that is a symbolic link, owned by a user other than root
+//! or the agent's, or writable by group or others: whoever could change the
+//! directory could change the state the agent trusts.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -56,6 +59,24 @@ pub enum PersistError {
         .path.display()
     )]
     NotADirectory { path: PathBuf },
+
+    #[error(
+        "data directory {} is a symbolic link, which fechter does not follow: give the directory it points to (--data-dir or data_dir), or replace the link with a directory (mode 0700)",
+        .path.display()
+    )]
+    Symlink { path: PathBuf },
+
+    #[error(
+        "data directory {} is owned by uid {uid}, neither root nor the user running fechter (uid {euid}): run `chown root {}` (or chown it to the user running fechter), or choose another data directory",
+        .path.display(), .path.display()
+    )]
+    Owner { path: PathBuf, uid: u32, euid: u32 },
+
+    #[error(
+        "data directory {} has mode {mode:04o}, so group or other users can change the agent's state: run `chmod 700 {}`",
+        .path.display(), .path.display()
+    )]
+    Permissions { path: PathBuf, mode: u32 },
 
     #[error(
         "cannot create data directory {}: {source}; create it by hand (mode 0700) or choose another data directory",
@@ -191,10 +212,15 @@ pub struct DataDir {
 impl DataDir {
     /// Opens the data directory at `path`, creating it (mode 0700) if
     /// missing, checks that it is writable and locks it. Fails if another
-    /// agent (or another `DataDir` in this process) holds it.
+    /// agent (or another `DataDir` in this process) holds it, and refuses
+    /// a directory that is a symbolic link (its last component: the
+    /// directories above it are the administrator's), owned by a user other
+    /// than root or the agent's, or writable by group or others. The checks
+    /// are made on the directory as opened (`O_NOFOLLOW`), not on its path.
     pub fn open(path: impl AsRef<Path>) -> Result<DataDir, PersistError> {
         let path = path.as_ref().to_owned();
-        match fs::metadata(&path) {
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => return Err(PersistError::Symlink { path }),
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(PersistError::NotADirectory { path }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -209,6 +235,7 @@ impl DataDir {
             }
             Err(source) => return Err(PersistError::CreateDir { path, source }),
         }
+        check_dir(&path)?;
 
         let lock_path = path.join(LOCK_FILE);
         let mut lock = OpenOptions::new()
@@ -217,6 +244,7 @@ impl DataDir {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(|source| PersistError::NotWritable {
                 path: path.clone(),
@@ -279,6 +307,57 @@ impl DataDir {
     ) -> Result<(), PersistError> {
         save_json(&self.file(name), value)
     }
+}
+
+/// Opens the directory at `path` without following a symbolic link and
+/// checks, on what was opened, that it is a directory owned by root or by
+/// this process's user, and not writable by group or others.
+fn check_dir(path: &Path) -> Result<(), PersistError> {
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|source| match source.raw_os_error() {
+            // A symlink: ELOOP (with O_DIRECTORY, Linux says ENOTDIR);
+            // anything else that is not a directory: ENOTDIR.
+            Some(libc::ELOOP | libc::ENOTDIR) => {
+                let link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+                if link || source.raw_os_error() == Some(libc::ELOOP) {
+                    PersistError::Symlink {
+                        path: path.to_owned(),
+                    }
+                } else {
+                    PersistError::NotADirectory {
+                        path: path.to_owned(),
+                    }
+                }
+            }
+            _ => PersistError::NotWritable {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
+    let meta = dir.metadata().map_err(|source| PersistError::NotWritable {
+        path: path.to_owned(),
+        source,
+    })?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(PersistError::Owner {
+            path: path.to_owned(),
+            uid: meta.uid(),
+            euid,
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(PersistError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 /// The pid recorded in a lock file, if it holds one.
@@ -473,6 +552,88 @@ mod tests {
         let err = DataDir::open(&path).unwrap_err();
         assert!(matches!(err, PersistError::NotADirectory { .. }), "{err:?}");
         assert!(err.to_string().contains(&path.display().to_string()));
+    }
+
+    #[test]
+    fn symlinked_data_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        DataDir::open(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = DataDir::open(&link).unwrap_err();
+        assert!(matches!(err, PersistError::Symlink { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&link.display().to_string()), "{msg}");
+        assert!(msg.contains("symbolic link"), "{msg}");
+        assert!(msg.contains("replace the link with a directory"), "{msg}");
+        // A dangling link is not created through either.
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert!(matches!(
+            DataDir::open(&dangling),
+            Err(PersistError::Symlink { .. })
+        ));
+        assert!(!dir.path().join("nowhere").exists());
+        // The check is on what was opened, too.
+        assert!(matches!(
+            check_dir(&link),
+            Err(PersistError::Symlink { .. })
+        ));
+    }
+
+    #[test]
+    fn data_dir_writable_by_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        fs::create_dir(&path).unwrap();
+        for mode in [0o777, 0o770, 0o702] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let err = DataDir::open(&path).unwrap_err();
+            assert!(
+                matches!(err, PersistError::Permissions { mode: m, .. } if m == mode),
+                "{err:?}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("chmod 700 {}", path.display())),
+                "{msg}"
+            );
+            assert!(msg.contains(&format!("{mode:04o}")), "{msg}");
+        }
+        // Readable by others is fine (what is inside is 0600); the fix works.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        DataDir::open(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+        DataDir::open(&path).unwrap();
+    }
+
+    #[test]
+    fn data_dir_owned_by_another_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        fs::create_dir(&path).unwrap();
+        if std::os::unix::fs::chown(&path, Some(65534), None).is_err() {
+            eprintln!("skipping: cannot chown (not root)");
+            return;
+        }
+        let err = DataDir::open(&path).unwrap_err();
+        assert!(
+            matches!(err, PersistError::Owner { uid: 65534, .. }),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("uid 65534"), "{msg}");
+        assert!(
+            msg.contains(&format!("chown root {}", path.display())),
+            "{msg}"
+        );
+        // Nothing was written into it.
+        assert_eq!(fs::read_dir(&path).unwrap().count(), 0);
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        std::os::unix::fs::chown(&path, Some(euid), None).unwrap();
+        DataDir::open(&path).unwrap();
     }
 
     #[test]
