@@ -85,6 +85,11 @@ struct Cluster {
 impl Cluster {
     /// Hosts `names` with `KEY`, each attaching to every other one.
     fn new(seed: u64, names: &[&'static str]) -> Cluster {
+        Cluster::with(seed, names, |_, _| {})
+    }
+
+    /// [`Cluster::new`], with each host's settings changed by `tweak`.
+    fn with(seed: u64, names: &[&'static str], tweak: fn(&str, &mut Settings)) -> Cluster {
         let mut sim = turmoil::Builder::new()
             .rng_seed(seed)
             // The epoch varies with the seed too: incarnations (and so the
@@ -98,7 +103,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         for &name in names {
             let seeds: Vec<&'static str> = names.iter().copied().filter(|n| *n != name).collect();
-            nodes.push(add_host(&mut sim, &dirs, name, seeds, KEY));
+            nodes.push(add_host_with(&mut sim, &dirs, name, seeds, KEY, tweak));
         }
         Cluster {
             sim,
@@ -225,6 +230,17 @@ fn add_host(
     seeds: Vec<&'static str>,
     key: [u8; 32],
 ) -> Node {
+    add_host_with(sim, dirs, name, seeds, key, |_, _| {})
+}
+
+fn add_host_with(
+    sim: &mut turmoil::Sim<'static>,
+    dirs: &tempfile::TempDir,
+    name: &'static str,
+    seeds: Vec<&'static str>,
+    key: [u8; 32],
+    tweak: fn(&str, &mut Settings),
+) -> Node {
     let slot: Slot = Rc::default();
     let machine: Rc<RefCell<Option<RecordingPlatform>>> = Rc::default();
     let data_dir = dirs.path().join(name);
@@ -243,7 +259,9 @@ fn add_host(
                 .collect();
             let (tx, rx) = mpsc::channel(4);
             *slot.borrow_mut() = Some(tx);
-            let settings = Settings::new(name.parse().expect("a node id"), seeds, data_dir, key);
+            let mut settings =
+                Settings::new(name.parse().expect("a node id"), seeds, data_dir, key);
+            tweak(name, &mut settings);
             run(
                 settings,
                 SimSocket { inner, local },
@@ -889,4 +907,82 @@ fn forget_is_refused_for_a_live_node_and_removes_a_dead_one_from_every_status() 
             .all(|n| c.status(n).members.iter().all(|m| m.id != "n2"))
     });
     assert!(all_see(&mut c, &["n0", "n1"], &["n0", "n1"], &[]));
+}
+
+/// A machine that allows only some prefixes and interfaces
+/// (`allowed_prefixes`, `allowed_interfaces`): it never installs nor
+/// announces anything else, whatever the replicated list says (a stolen key
+/// cannot plant the gateway's address there); the addresses of an interface
+/// it may not use go to the others; one the table gives it but it may not
+/// hold is named in its status.
+#[test]
+fn a_machine_never_holds_what_it_does_not_allow() {
+    fn only_lower_half_on_eth0(name: &str, s: &mut Settings) {
+        if name == "n0" {
+            s.allowed = fechter_core::allowed::Allowed {
+                prefixes: vec!["198.51.100.0/25".parse().unwrap()],
+                interfaces: vec!["eth0".into()],
+            };
+        }
+    }
+    let inside: Vec<AddrSpec> = (1..=4)
+        .map(|i| spec(&format!("eth0:198.51.100.{i}/24")))
+        .collect();
+    let outside: Vec<AddrSpec> = (1..=4)
+        .map(|i| spec(&format!("eth0:198.51.100.{}/24", 200 + i)))
+        .chain((1..=2).map(|i| spec(&format!("eth1:198.51.100.{}/24", 50 + i))))
+        .collect();
+    for seed in SEEDS {
+        let mut c = Cluster::with(seed, &ALL, only_lower_half_on_eth0);
+        c.wait_for("formed", Duration::from_secs(10), |c| {
+            all_see(c, &ALL, &ALL, &[])
+        });
+        for s in inside.iter().chain(&outside) {
+            c.ok("n1", Request::AddAddress { spec: s.clone() });
+        }
+        for n in ALL {
+            c.ok(n, Request::Up);
+        }
+        let machine = |c: &Cluster, n: &str| c.node(n).machine.borrow().clone().expect("running");
+        c.wait_for(
+            "n0 serves a share of what it may hold",
+            Duration::from_secs(15),
+            |c| {
+                inside
+                    .iter()
+                    .any(|s| machine(c, "n0").addresses().contains(s))
+            },
+        );
+        c.run_for(Duration::from_secs(5));
+        let log = machine(&c, "n0").log();
+        for a in &log {
+            assert!(
+                !outside.contains(a.spec())
+                    || matches!(a, fechter_core::reconcile::Action::Remove(_)),
+                "seed {seed}: n0 did {a} though it may not hold it"
+            );
+        }
+        // eth1 is not n0's: its addresses are placed on the others.
+        for s in outside.iter().filter(|s| s.iface == "eth1") {
+            assert!(
+                ["n1", "n2"]
+                    .iter()
+                    .any(|n| machine(&c, n).addresses().contains(s)),
+                "seed {seed}: {s} unserved"
+            );
+        }
+        // What the table gives n0 outside its prefixes is unserved, and
+        // said so.
+        let st = c.status("n0");
+        for a in st.addresses.iter().filter(|a| {
+            a.holder.as_deref() == Some("n0") && outside.iter().any(|o| o.to_string() == a.spec)
+        }) {
+            assert!(
+                st.notes
+                    .iter()
+                    .any(|n| n.contains(&a.spec) && n.contains("may not hold")),
+                "seed {seed}: {st:?}"
+            );
+        }
+    }
 }

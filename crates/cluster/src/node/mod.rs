@@ -223,6 +223,11 @@ impl Node {
         renewals(self.me(), &self.acting(), &self.installed)
     }
 
+    /// What this machine may ever hold.
+    pub fn allowed(&self) -> &Allowed {
+        &self.allowed
+    }
+
     /// Restricts what this machine may ever hold.
     pub fn set_allowed(&mut self, allowed: Allowed) {
         self.allowed = allowed;

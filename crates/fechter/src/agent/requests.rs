@@ -232,6 +232,11 @@ impl Shell {
                     .to_string(),
             );
         }
+        for spec in self.node.refused() {
+            notes.push(format!(
+                "{spec} is given to this node, which may not hold it (allowed_prefixes / allowed_interfaces): it is not served here"
+            ));
+        }
         if el.fail_static {
             notes.push(
                 "fail-static: no up node is healthy, so addresses stay where they are".to_string(),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use fechter_cluster::engine::{Quorum, Timings};
 use fechter_core::NodeId;
+use fechter_core::allowed::Allowed;
 
 use super::{health, hooks};
 use crate::files::keyfile::ClusterKey;
@@ -41,6 +42,8 @@ pub struct Settings {
     pub notify: hooks::Notify,
     /// Where to serve Prometheus metrics (`GET /metrics`); `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// What this machine may ever hold, whatever the replicated list says.
+    pub allowed: Allowed,
     /// How to re-read the configuration (flags and file) on reload.
     pub reload: Reloader,
 }
@@ -94,6 +97,11 @@ impl Settings {
             false,
         );
         cmp(
+            self.allowed != new.allowed,
+            "allowed_prefixes / allowed_interfaces",
+            false,
+        );
+        cmp(
             self.announce_burst != new.announce_burst,
             "announce_burst_ms",
             false,
@@ -144,6 +152,7 @@ impl Settings {
             checks: Vec::new(),
             notify: hooks::Notify::default(),
             metrics_listen: None,
+            allowed: Allowed::default(),
             reload: Reloader::default(),
         }
     }

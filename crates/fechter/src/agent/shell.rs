@@ -130,6 +130,7 @@ impl Shell {
             signs: SignsOfLife::new(listen.ip(), None),
             carry: Drained::default(),
         };
+        shell.node.set_allowed(settings.allowed.clone());
         let incarnation = shell.saved.incarnation;
         shell.obs.note(now.wall_ms, What::Started { incarnation });
         shell.refresh_metrics();
@@ -392,8 +393,17 @@ impl Shell {
             .into_iter()
             .map(|(_, s)| s.iface)
             .collect();
-        let trouble: BTreeMap<String, String> =
+        let mut trouble: BTreeMap<String, String> =
             platform.unusable(&ifaces).await.into_iter().collect();
+        // An interface this machine may not use is as unusable as a missing
+        // one: the leader places its addresses elsewhere.
+        let allowed = &self.node.allowed().interfaces;
+        for i in ifaces
+            .iter()
+            .filter(|i| !allowed.is_empty() && !allowed.contains(i))
+        {
+            trouble.insert(i.clone(), "not in allowed_interfaces".into());
+        }
         let me = self.node.me().clone();
         let current = self
             .node

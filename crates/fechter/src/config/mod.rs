@@ -1,6 +1,7 @@
 //! The agent's settings: flags, then the TOML file, then defaults.
 //!
-//! Every flag has a key of the same name (with `_` for `-`); the engine's
+//! Every flag has a key of the same name (with `_` for `-`; a few keys,
+//! such as `allowed_prefixes`, have no flag); the engine's
 //! timings live in a `[timings]` table in milliseconds. Unknown keys are
 //! errors, so a typo never silently leaves a default in place.
 //!
@@ -19,6 +20,8 @@
 //! quorum = "majority"      # or "off": hold addresses only while seeing a majority
 //! gateway = "198.51.100.254"  # ICMP-checked; unreachable: this node takes no addresses
 //! metrics_listen = "127.0.0.1:9573"  # Prometheus: GET /metrics (default: off)
+//! allowed_prefixes = ["198.51.100.0/24"]  # never hold anything else (default: any)
+//! allowed_interfaces = ["eth0"]            # nor on any other interface
 //! notify_acquire = "logger acquired $FECHTER_ADDRESS"  # hooks, run with sh -c
 //! notify_release = "logger released $FECHTER_ADDRESS"
 //! notify_leader = "logger leader $FECHTER_LEADER"
@@ -87,6 +90,12 @@ pub struct AgentFile {
     pub gateway: Option<String>,
     /// `IP:PORT` for Prometheus metrics (`GET /metrics`).
     pub metrics_listen: Option<String>,
+    /// The only prefixes this machine may ever hold an address in, and
+    /// the only interfaces (file only; empty: no restriction).
+    #[serde(default)]
+    pub allowed_prefixes: Vec<String>,
+    #[serde(default)]
+    pub allowed_interfaces: Vec<String>,
     /// Hooks run with `sh -c` when this node acquires or releases an
     /// address, or sees a new leader.
     pub notify_acquire: Option<String>,
@@ -293,6 +302,20 @@ pub fn resolve(
             probe: Probe::Script(c.command),
             timing,
         });
+    }
+    for p in &file.allowed_prefixes {
+        let prefix = p
+            .parse()
+            .map_err(|e| format!("config allowed_prefixes: {e}"))?;
+        settings.allowed.prefixes.push(prefix);
+    }
+    for i in &file.allowed_interfaces {
+        if i.is_empty() || i.len() > 15 || i.contains(['/', ' ', ':']) {
+            return Err(format!(
+                "config allowed_interfaces: {i:?} is not an interface name (1 to 15 characters, no '/', ':' or space)"
+            ));
+        }
+        settings.allowed.interfaces.push(i.clone());
     }
     settings.metrics_listen = match (args.metrics_listen, &file.metrics_listen) {
         (Some(a), _) => Some(a),

@@ -198,6 +198,15 @@ fn unworkable_settings_are_refused() {
         ("metrics_listen = \"127.0.0.1\"\n", "metrics_listen"),
         ("notify_timeout_ms = 0\n", "notify_timeout_ms"),
         ("notify_acquire = \" \"\n", "notify_acquire"),
+        (
+            "allowed_prefixes = [\"198.51.100.0\"]\n",
+            "allowed_prefixes",
+        ),
+        (
+            "allowed_prefixes = [\"198.51.100.0/33\"]\n",
+            "allowed_prefixes",
+        ),
+        ("allowed_interfaces = [\"eth/0\"]\n", "allowed_interfaces"),
     ] {
         let (_d, p) = file(&format!("listen = \"127.0.0.1\"\n{text}"));
         let e = resolve(&args(&["--config", p.to_str().unwrap()]), host).unwrap_err();
@@ -211,4 +220,21 @@ fn hooks_and_metrics_are_off_by_default() {
     assert_eq!(r.settings.metrics_listen, None);
     assert_eq!(r.settings.notify, crate::agent::hooks::Notify::default());
     assert_eq!(r.settings.notify.timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn allowed_prefixes_and_interfaces_are_read() {
+    let (_d, p) = file(
+        "listen = \"127.0.0.1\"\nallowed_prefixes = [\"198.51.100.0/24\", \"2001:db8::/64\"]\nallowed_interfaces = [\"eth0\"]\n",
+    );
+    let r = resolve(&args(&["--config", p.to_str().unwrap()]), host).unwrap();
+    let a = &r.settings.allowed;
+    assert!(a.permits(&"eth0:198.51.100.7/24".parse().unwrap()));
+    assert!(a.permits(&"eth0:2001:db8::7/64".parse().unwrap()));
+    assert!(!a.permits(&"eth0:192.0.2.7/24".parse().unwrap()));
+    assert!(!a.permits(&"eth1:198.51.100.7/24".parse().unwrap()));
+    // Absent: anything.
+    let (_d, p) = file("listen = \"127.0.0.1\"\n");
+    let r = resolve(&args(&["--config", p.to_str().unwrap()]), host).unwrap();
+    assert!(!r.settings.allowed.restricts());
 }
