@@ -43,7 +43,7 @@ mod mmsg;
 
 pub use filter::{attach, program};
 pub(super) use mmsg::Batch;
-use mmsg::{recv, sender};
+use mmsg::{Read, recv, sender};
 
 /// The receive buffer asked for (the kernel accounts twice this): what
 /// arrives between two reads of a busy loop, at hundreds of thousands of
@@ -439,62 +439,9 @@ pub(super) fn drain(shared: &Shared, b: &mut Batch, max: usize) -> usize {
         if let Some(v) = read.kernel_drops {
             DROPS.kernel.fetch_max(u64::from(v), Ordering::Relaxed);
         }
-        let now = Instant::now();
-        let mut keep: [Option<(SocketAddr, bool)>; BATCH] = [None; BATCH];
-        {
-            let known = lock(&shared.known);
-            // A flood comes in runs from one source: look it up once a run.
-            let mut last: Option<(SocketAddr, bool)> = None;
-            for (i, keep) in keep.iter_mut().enumerate().take(read.n) {
-                let len = read.len[i];
-                let check = if read.truncated[i] || len > MAX_DATAGRAM_LEN {
-                    Err(DropReason::Oversized)
-                } else {
-                    seal::precheck(&b.bufs[i][..len])
-                };
-                match (check, sender(&b.names[i])) {
-                    (Err(reason), _) => DROPS.count(reason),
-                    (Ok(()), None) => DROPS.count(DropReason::Malformed),
-                    (Ok(()), Some(from)) => {
-                        let member = match last {
-                            Some((a, m)) if a == from => m,
-                            _ => known.contains(&from, now),
-                        };
-                        last = Some((from, member));
-                        *keep = Some((from, member));
-                    }
-                }
-            }
-        }
+        let keep = sort(shared, b, &read);
         if keep.iter().any(Option::is_some) {
-            let mut inbox = lock(&shared.inbox);
-            // Nothing is read while the lock is held: a source refused
-            // once in this batch is refused again.
-            let mut refused: Option<SocketAddr> = None;
-            for (i, k) in keep.iter().enumerate().take(read.n) {
-                let Some((from, member)) = *k else { continue };
-                let pushed = if refused == Some(from) {
-                    Err(if member {
-                        Crowded::Member
-                    } else {
-                        Crowded::Stranger
-                    })
-                } else {
-                    inbox.push(from, &b.bufs[i][..read.len[i]], member)
-                };
-                if pushed.is_err() {
-                    refused = Some(from);
-                }
-                match pushed {
-                    Ok(()) => {}
-                    Err(Crowded::Member) => {
-                        DROPS.crowded_member.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(Crowded::Stranger) => {
-                        DROPS.crowded_stranger.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
+            queue(shared, b, &read, &keep);
         }
         total += read.n;
         if read.n < BATCH {
@@ -502,6 +449,72 @@ pub(super) fn drain(shared: &Shared, b: &mut Batch, max: usize) -> usize {
         }
     }
     total
+}
+
+/// Checks each datagram of a read (length, magic, version) and says where
+/// it goes: `(sender, from a member)`, or `None` (dropped and counted).
+fn sort(shared: &Shared, b: &Batch, read: &Read) -> [Option<(SocketAddr, bool)>; BATCH] {
+    let now = Instant::now();
+    let mut keep: [Option<(SocketAddr, bool)>; BATCH] = [None; BATCH];
+    {
+        let known = lock(&shared.known);
+        // A flood comes in runs from one source: look it up once a run.
+        let mut last: Option<(SocketAddr, bool)> = None;
+        for (i, keep) in keep.iter_mut().enumerate().take(read.n) {
+            let len = read.len[i];
+            let check = if read.truncated[i] || len > MAX_DATAGRAM_LEN {
+                Err(DropReason::Oversized)
+            } else {
+                seal::precheck(&b.bufs[i][..len])
+            };
+            match (check, sender(&b.names[i])) {
+                (Err(reason), _) => DROPS.count(reason),
+                (Ok(()), None) => DROPS.count(DropReason::Malformed),
+                (Ok(()), Some(from)) => {
+                    let member = match last {
+                        Some((a, m)) if a == from => m,
+                        _ => known.contains(&from, now),
+                    };
+                    last = Some((from, member));
+                    *keep = Some((from, member));
+                }
+            }
+        }
+    }
+    keep
+}
+
+/// Puts the kept datagrams of a read in their lanes, counting what a full
+/// lane refuses.
+fn queue(shared: &Shared, b: &Batch, read: &Read, keep: &[Option<(SocketAddr, bool)>; BATCH]) {
+    let mut inbox = lock(&shared.inbox);
+    // Nothing is read while the lock is held: a source refused
+    // once in this batch is refused again.
+    let mut refused: Option<SocketAddr> = None;
+    for (i, k) in keep.iter().enumerate().take(read.n) {
+        let Some((from, member)) = *k else { continue };
+        let pushed = if refused == Some(from) {
+            Err(if member {
+                Crowded::Member
+            } else {
+                Crowded::Stranger
+            })
+        } else {
+            inbox.push(from, &b.bufs[i][..read.len[i]], member)
+        };
+        if pushed.is_err() {
+            refused = Some(from);
+        }
+        match pushed {
+            Ok(()) => {}
+            Err(Crowded::Member) => {
+                DROPS.crowded_member.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(Crowded::Stranger) => {
+                DROPS.crowded_stranger.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// The reader thread: sleeps until the loop sees a flood, then drains the
