@@ -94,12 +94,32 @@ fn a_detached_holder_lets_go_before_the_majority_takes_over() {
         // Heal: one holder per address, no manual action. (No sides any
         // more: moving addresses back is a hand-off.)
         sim.heal();
+        let healed = sim.now - sim.start;
         run_strict(&mut sim, &[], Duration::from_secs(10), |s| {
             settled(s, 3) && !s.engine(victim.as_str()).fenced() && s.converged_membership()
         })
         .expect("healed");
         run_strict(&mut sim, &[], Duration::from_secs(3), |_| false);
         assert!(settled(&sim, 3));
+        // Back among the majority, the returning node takes over nobody
+        // the majority still hears (it heard them again a few ticks apart).
+        // (As a minority on its way back it may: those stay its own.)
+        let quorate = sim
+            .log
+            .iter()
+            .find(|(t, n, e)| *t >= healed && *n == victim && *e == Event::Unfenced)
+            .map(|(t, _, _)| *t)
+            .expect("quorate again");
+        let wrong: Vec<_> = sim
+            .log
+            .iter()
+            .filter(|(t, n, e)| {
+                *t >= quorate
+                    && *n == victim
+                    && matches!(e, Event::TookOver { holder, .. } if others.iter().any(|o| holder.as_str() == o))
+            })
+            .collect();
+        assert!(wrong.is_empty(), "seed {seed}: {wrong:?}");
     }
 }
 

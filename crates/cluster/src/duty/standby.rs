@@ -42,6 +42,10 @@ use super::Duty;
 pub(super) struct Standby {
     /// When each peer's last heartbeat arrived.
     last_heard: BTreeMap<NodeId, Instant>,
+    /// No holder's silence counts from before this instant: when this node
+    /// regained quorum after hearing none, a silence it caused by being
+    /// cut off is no reason to take over (see `Duty::restart_silences`).
+    silence_from: Option<Instant>,
     /// `(holder, standby)`: the standby took the holder's addresses.
     takeovers: BTreeSet<(NodeId, NodeId)>,
     /// The holders this node is standby for in the table it follows (by
@@ -89,9 +93,10 @@ impl Standby {
         watched
             .iter()
             .filter(|h| {
-                self.last_heard
-                    .get(*h)
-                    .is_some_and(|heard| now.saturating_duration_since(*heard) > after)
+                self.last_heard.get(*h).is_some_and(|heard| {
+                    let since = self.silence_from.map_or(*heard, |f| f.max(*heard));
+                    now.saturating_duration_since(since) > after
+                })
             })
             .collect()
     }
@@ -143,10 +148,10 @@ impl Duty {
 
     /// Back among a majority after hearing none: every peer's silence
     /// counts from `now` (see `engine/quorum.rs`).
+    /// Only the holder check reads it: liveness, quorum and "heard again"
+    /// keep the real times.
     pub fn restart_silences(&mut self, now: Instant) {
-        for at in self.standby.last_heard.values_mut() {
-            *at = (*at).max(now);
-        }
+        self.standby.silence_from = Some(now);
     }
 
     /// Forgets every takeover `by` made (a minority's, when it is one no
