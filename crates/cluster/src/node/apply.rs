@@ -17,8 +17,10 @@ use crate::engine::Now;
 pub struct Plan {
     pub actions: Vec<Action>,
     /// Write ahead: the installed set to record before executing, when the
-    /// plan installs something (a crash in between never leaves an address
-    /// this node forgets).
+    /// plan installs something, so that a restart removes what an earlier
+    /// process left. (The agent queues it to its writer thread rather than
+    /// wait on the disk: a record the disk lost costs an address left until
+    /// its kernel lease ends.)
     pub ahead: Option<BTreeSet<AddrSpec>>,
     /// The allocation planned against; `None` for a shutdown.
     alloc: Option<Allocation>,

@@ -174,6 +174,12 @@ impl Node {
         self.plan_due
     }
 
+    /// The driver could not plan now (the interfaces could not be read):
+    /// not due again until something changes, rather than on every wake-up.
+    pub fn plan_postponed(&mut self) {
+        self.plan_due = false;
+    }
+
     /// The next thing that happened. Draining the engine's events updates
     /// this node's side first: a member that came (back) or a regained
     /// quorum makes every held address announced again (clients on the

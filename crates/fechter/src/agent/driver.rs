@@ -431,6 +431,15 @@ impl<S: Datagram, C: WallClock, P: Platform> Driver<S, C, P> {
         if !self.shell.disk.finish(STOP_WRITES) {
             tracing::warn!("state files not all written within {STOP_WRITES:?}: stopping anyway");
         }
+        // Commands still waiting for their write are answered now.
+        while let Ok(saved) = self.disk.try_recv() {
+            self.on_saved(saved);
+        }
+        for (_, reply, _) in self.unsaved.drain(..) {
+            let _ = reply.send(Response::Error {
+                error: "the agent stopped before the change was saved".into(),
+            });
+        }
         // The last hooks (releases) may finish, within their timeout.
         let limit = self.settings.notify.timeout + Duration::from_secs(1);
         self.shell.obs.hooks.finish(limit).await;

@@ -300,7 +300,10 @@ impl Shell {
         let observed = match platform.observe().await {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!("cannot read the interfaces' addresses: {e}");
+                tracing::warn!(
+                    "cannot read the interfaces' addresses (tried again at the next change or resync): {e}"
+                );
+                self.node.plan_postponed();
                 return;
             }
         };

@@ -121,63 +121,89 @@ impl Writer {
     }
 }
 
-/// The thread: coalesce, write, report, retry.
+/// A file's newest content not yet written.
+struct Pending {
+    seq: u64,
+    bytes: Vec<u8>,
+    /// Not before then: its last write failed.
+    retry_at: Option<Instant>,
+}
+
+/// How many more attempts each file gets once the handle is gone.
+const TRIES_WHEN_STOPPING: u32 = 2;
+
+/// The thread: coalesce, write, report, retry (each file on its own
+/// schedule, so a failing file never holds the others back).
 fn run(
     dir: &std::path::Path,
     rx: &mpsc::Receiver<Job>,
     saved: &tmpsc::UnboundedSender<Saved>,
     errors: &AtomicU64,
 ) {
-    // The newest content not yet written, per file.
-    let mut pending: BTreeMap<&'static str, (u64, Vec<u8>)> = BTreeMap::new();
-    let mut retry_at: Option<Instant> = None;
+    let mut pending: BTreeMap<&'static str, Pending> = BTreeMap::new();
     let mut closed = false;
+    let mut tries_left = TRIES_WHEN_STOPPING;
+    let take = |pending: &mut BTreeMap<&'static str, Pending>, j: Job| {
+        let retry_at = pending.get(j.file).and_then(|p| p.retry_at);
+        let (seq, bytes) = (j.seq, j.bytes);
+        pending.insert(
+            j.file,
+            Pending {
+                seq,
+                bytes,
+                retry_at,
+            },
+        );
+    };
     loop {
-        // Wait for work (or the next retry), then take everything queued.
-        let first = match (pending.is_empty(), retry_at) {
-            (true, _) if closed => return,
-            (true, _) => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            (false, Some(at)) if !closed => {
-                rx.recv_timeout(at.saturating_duration_since(Instant::now()))
+        // Wait for work or the earliest retry, then take everything queued.
+        let now = Instant::now();
+        let due = pending.values().map(|p| p.retry_at.unwrap_or(now)).min();
+        let first = match (due, closed) {
+            (None, true) => return,
+            (None, false) => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            (Some(at), false) => rx.recv_timeout(at.saturating_duration_since(now)),
+            (Some(at), true) => {
+                std::thread::sleep(at.saturating_duration_since(now));
+                Err(RecvTimeoutError::Timeout)
             }
-            (false, _) => Err(RecvTimeoutError::Timeout),
         };
         match first {
-            Ok(j) => {
-                pending.insert(j.file, (j.seq, j.bytes));
-            }
+            Ok(j) => take(&mut pending, j),
             Err(RecvTimeoutError::Disconnected) => closed = true,
             Err(RecvTimeoutError::Timeout) => {}
         }
         while let Ok(j) = rx.try_recv() {
-            pending.insert(j.file, (j.seq, j.bytes));
+            take(&mut pending, j);
         }
-        if retry_at.is_some_and(|at| Instant::now() < at) && !closed {
-            continue;
+        let now = Instant::now();
+        let ready: Vec<&'static str> = pending
+            .iter()
+            .filter(|(_, p)| p.retry_at.is_none_or(|at| at <= now))
+            .map(|(f, _)| *f)
+            .collect();
+        if closed && !ready.is_empty() {
+            if tries_left == 0 {
+                // Stopping, and the disk still fails: give up (logged).
+                return;
+            }
+            tries_left -= 1;
         }
-        retry_at = None;
-        let files: Vec<&'static str> = pending.keys().copied().collect();
-        for file in files {
-            let (seq, bytes) = &pending[file];
-            let seq = *seq;
-            let result = write_atomic(&dir.join(file), bytes).map_err(|e| e.to_string());
+        for file in ready {
+            let p = pending.get_mut(file).expect("ready");
+            let seq = p.seq;
+            let result = write_atomic(&dir.join(file), &p.bytes).map_err(|e| e.to_string());
             if let Err(e) = &result {
                 errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     file = %dir.join(file).display(),
                     "cannot write, retrying in {RETRY:?} (the agent keeps running on what it holds in memory): {e}"
                 );
-                retry_at = Some(Instant::now() + RETRY);
+                p.retry_at = Some(Instant::now() + RETRY);
             } else {
                 pending.remove(file);
             }
             let _ = saved.send(Saved { file, seq, result });
-        }
-        if closed && retry_at.is_some() {
-            // Stopping: one more try after the retry interval, then give up
-            // (the caller bounds the wait).
-            std::thread::sleep(RETRY);
-            retry_at = None;
         }
     }
 }

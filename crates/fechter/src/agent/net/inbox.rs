@@ -261,7 +261,7 @@ impl Known {
 /// Datagrams the inbox dropped, by reason, for every cluster socket of
 /// this process (an agent has one). The prechecks' reasons are the
 /// [`DropReason`]s the opener would have given.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct InboxDrops {
     pub malformed: AtomicU64,
     pub unsupported_version: AtomicU64,
@@ -273,6 +273,8 @@ pub struct InboxDrops {
     /// Dropped by the kernel (`SO_RXQ_OVFL`): by the socket filter (not
     /// a fechter datagram), or because the receive buffer was full.
     pub kernel: AtomicU64,
+    /// The kernel's last raw count (a `u32` that wraps).
+    kernel_raw: std::sync::atomic::AtomicU32,
 }
 
 /// The process's [`InboxDrops`].
@@ -283,9 +285,36 @@ pub static DROPS: InboxDrops = InboxDrops {
     crowded_member: AtomicU64::new(0),
     crowded_stranger: AtomicU64::new(0),
     kernel: AtomicU64::new(0),
+    kernel_raw: std::sync::atomic::AtomicU32::new(0),
 };
 
 impl InboxDrops {
+    /// The kernel's drop count (`SO_RXQ_OVFL`, a `u32` that wraps) as
+    /// read with a datagram: what it grew by since the newest one seen is
+    /// added. A count older than that (read by the other thread, out of
+    /// order) adds nothing.
+    pub fn kernel_count(&self, raw: u32) {
+        let mut last = self.kernel_raw.load(Ordering::Relaxed);
+        loop {
+            let grew = raw.wrapping_sub(last);
+            if grew == 0 || grew > u32::MAX / 2 {
+                return;
+            }
+            match self.kernel_raw.compare_exchange_weak(
+                last,
+                raw,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.kernel.fetch_add(u64::from(grew), Ordering::Relaxed);
+                    return;
+                }
+                Err(now) => last = now,
+            }
+        }
+    }
+
     /// The count for a precheck's `reason`.
     pub fn precheck(&self, reason: DropReason) -> u64 {
         match reason {
@@ -437,7 +466,7 @@ pub(super) fn drain(shared: &Shared, b: &mut Batch, max: usize) -> usize {
             }
         };
         if let Some(v) = read.kernel_drops {
-            DROPS.kernel.fetch_max(u64::from(v), Ordering::Relaxed);
+            DROPS.kernel_count(v);
         }
         let keep = sort(shared, b, &read);
         if keep.iter().any(Option::is_some) {

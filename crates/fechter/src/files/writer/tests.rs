@@ -57,3 +57,27 @@ fn finish_writes_what_is_queued() {
     assert_eq!(std::fs::read(dir.path().join("a.json")).unwrap(), b"a");
     assert_eq!(std::fs::read(dir.path().join("b.json")).unwrap(), b"b");
 }
+
+#[test]
+fn a_failing_file_holds_no_other_back_and_stopping_gives_up() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where the file should be: every write of it fails.
+    std::fs::create_dir(dir.path().join("bad.json")).unwrap();
+    let (mut w, mut rx) = Writer::spawn(dir.path().to_owned()).unwrap();
+    let bad = w.write("bad.json", b"x".to_vec());
+    assert!(outcome(&mut rx, "bad.json", bad).result.is_err());
+    // Within the bad file's retry interval, another file is written at once.
+    let t = std::time::Instant::now();
+    let good = w.write("good.json", b"y".to_vec());
+    assert_eq!(outcome(&mut rx, "good.json", good).result, Ok(()));
+    assert!(t.elapsed() < RETRY, "waited {:?}", t.elapsed());
+    // Stopping: a few more tries, then the thread gives up by itself.
+    assert!(!w.finish(Duration::from_secs(1)), "nothing failed?");
+    let t = std::time::Instant::now();
+    while rx.blocking_recv().is_some() {}
+    assert!(
+        t.elapsed() < RETRY * (TRIES_WHEN_STOPPING + 2),
+        "the thread went on for {:?}",
+        t.elapsed()
+    );
+}

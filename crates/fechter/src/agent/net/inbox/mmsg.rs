@@ -87,7 +87,8 @@ pub(crate) fn recv(fd: i32, b: &mut Batch) -> io::Result<Read> {
             while !c.is_null() {
                 if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
                     let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>());
-                    read.kernel_drops = Some(read.kernel_drops.map_or(v, |o| o.max(v)));
+                    // A count that wraps: the last one read is the newest.
+                    read.kernel_drops = Some(v);
                 }
                 c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
             }

@@ -115,3 +115,18 @@ fn an_address_sent_to_is_a_members_for_a_while() {
     assert_eq!(known.at.len(), MAX_KNOWN);
     assert!(!known.contains(&addr(10), t));
 }
+
+#[test]
+fn the_kernels_drop_count_adds_up_across_its_wrap() {
+    let d = InboxDrops::default();
+    for raw in [10, 1_500_000_000, 3_000_000_000, u32::MAX - 5] {
+        d.kernel_count(raw);
+    }
+    assert_eq!(d.kernel.load(Ordering::Relaxed), u64::from(u32::MAX - 5));
+    // Wraps: 5 + 1 + 4 more.
+    d.kernel_count(4);
+    assert_eq!(d.kernel.load(Ordering::Relaxed), u64::from(u32::MAX) + 5);
+    // An older count read out of order adds nothing.
+    d.kernel_count(2);
+    assert_eq!(d.kernel.load(Ordering::Relaxed), u64::from(u32::MAX) + 5);
+}
