@@ -112,3 +112,21 @@ proptest! {
         prop_assert!(sim.duplicates().is_empty(), "{:?}", sim.duplicates());
     }
 }
+
+/// A node id with a newline or an escape sequence is refused as it is
+/// decoded (counted as malformed): it never reaches a log, a hook or status.
+#[test]
+fn node_ids_with_control_characters_are_dropped_as_malformed() {
+    let mut sim = serving();
+    let now = sim.now();
+    let before = sim.engine("n0").drops().malformed;
+    for from in ["evil\nFECHTER_REASON=x", "\u{1b}[2J", "a b"] {
+        let p = Packet::Heartbeat {
+            from: NodeId::new(from),
+            incarnation: 1,
+        };
+        sim.engine_mut("n0")
+            .handle_datagram(now, stranger(), &encode(&p));
+    }
+    assert_eq!(sim.engine("n0").drops().malformed, before + 3);
+}

@@ -9,9 +9,25 @@ use serde::{Deserialize, Serialize};
 /// Ordering and equality are by the string. Tie-breaks between nodes use
 /// [`NodeId::stable_hash`], never a `HashMap` iteration order, so every node
 /// computes the same result from the same input.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// An id read from the network or a file is validated like one given on
+/// the command line ([`std::str::FromStr`]): no overlong, whitespace or
+/// control-character ids, so that a peer cannot put a newline or an escape
+/// sequence into logs, hook environments or status. (The empty id is read:
+/// it stands for a seed whose identity is not known yet.)
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct NodeId(String);
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(NodeId(s));
+        }
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 impl NodeId {
     pub fn new(id: impl Into<String>) -> Self {
@@ -126,5 +142,21 @@ mod tests {
         let a = NodeId::new("ws-1");
         let b = NodeId::new("ws-2");
         assert_eq!(a.tie_key() < b.tie_key(), a.stable_hash() < b.stable_hash());
+    }
+
+    #[test]
+    fn ids_from_the_wire_are_validated_like_the_command_lines() {
+        for good in ["ws-1", "n0", "a.b_c"] {
+            let bytes = postcard::to_allocvec(good).unwrap();
+            assert_eq!(
+                postcard::from_bytes::<NodeId>(&bytes).unwrap(),
+                NodeId::new(good)
+            );
+        }
+        let long = "x".repeat(MAX_NODE_ID_LEN + 1);
+        for bad in ["a\nb", "a\u{1b}[31m", "a b", "nul\0", long.as_str()] {
+            let bytes = postcard::to_allocvec(bad).unwrap();
+            assert!(postcard::from_bytes::<NodeId>(&bytes).is_err(), "{bad:?}");
+        }
     }
 }
