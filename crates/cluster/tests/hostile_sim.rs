@@ -130,3 +130,36 @@ fn node_ids_with_control_characters_are_dropped_as_malformed() {
     }
     assert_eq!(sim.engine("n0").drops().malformed, before + 3);
 }
+
+/// Heartbeats with a node's own id from another address (a second machine
+/// configured with the same node id) are reported, at most every
+/// `DUPLICATE_REPORT_EVERY`, and change nothing.
+#[test]
+fn a_second_machine_with_this_nodes_id_is_reported_and_ignored() {
+    use fechter_cluster::engine::{DUPLICATE_REPORT_EVERY, Event};
+    let mut sim = serving();
+    let before = sim.holders();
+    let t0 = sim.now - sim.start;
+    let imposter: SocketAddr = "127.0.0.7:4573".parse().unwrap();
+    let hb = encode(&Packet::Heartbeat {
+        from: NodeId::new("n0"),
+        incarnation: u64::MAX,
+    });
+    // Every tick for longer than two report intervals.
+    let ticks = (2 * DUPLICATE_REPORT_EVERY.as_millis() / 15 + 10) as usize;
+    for _ in 0..ticks {
+        let now = sim.now();
+        sim.engine_mut("n0").handle_datagram(now, imposter, &hb);
+        sim.run_for(Duration::from_millis(15));
+    }
+    let reports: Vec<_> = sim
+        .log
+        .iter()
+        .filter(|(t, n, e)| {
+            *t >= t0 && n.as_str() == "n0" && *e == Event::DuplicateId { addr: imposter }
+        })
+        .collect();
+    assert_eq!(reports.len(), 3, "{reports:?}");
+    assert_eq!(sim.holders(), before);
+    assert!(sim.engine("n0").standing() == fechter_core::claim::Standing::Quorate);
+}

@@ -986,3 +986,60 @@ fn a_machine_never_holds_what_it_does_not_allow() {
         }
     }
 }
+
+/// A second machine configured with n0's node id (and the cluster key)
+/// sends heartbeats: n0 logs it, notes it in its history and names it in
+/// its status; nothing moves.
+#[test]
+fn a_second_machine_with_the_same_node_id_is_named_in_status() {
+    let mut c = formed(SEEDS[0]);
+    let vip = spec("eth0:198.18.0.61/24");
+    c.ok("n1", Request::AddAddress { spec: vip.clone() });
+    for n in ALL {
+        c.ok(n, Request::Up);
+    }
+    c.wait_for("the address is placed", Duration::from_secs(10), |c| {
+        ALL.iter()
+            .filter(|n| {
+                c.node(n)
+                    .machine
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|m| m.addresses().contains(&vip))
+            })
+            .count()
+            == 1
+    });
+    c.sim.client("imposter", async {
+        let sock = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).await?;
+        let me = fechter_core::NodeId::new("n0");
+        let mut sealer = fechter_cluster::seal::Sealer::new(&KEY, &me, 1);
+        let hb = fechter_core::wire::encode(&fechter_core::wire::Packet::Heartbeat {
+            from: me,
+            incarnation: 1,
+        });
+        for _ in 0..100 {
+            let d = sealer.seal_with_os_rng(&hb).expect("sealed");
+            sock.send_to(&d, (turmoil::lookup("n0"), PORT)).await?;
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        Ok(())
+    });
+    c.wait_for("n0 names the imposter", Duration::from_secs(5), |c| {
+        c.status("n0")
+            .notes
+            .iter()
+            .any(|n| n.contains("runs with this node's id"))
+    });
+    let held: usize = ALL
+        .iter()
+        .map(|n| {
+            c.node(n)
+                .machine
+                .borrow()
+                .as_ref()
+                .map_or(0, |m| usize::from(m.addresses().contains(&vip)))
+        })
+        .sum();
+    assert_eq!(held, 1);
+}

@@ -134,6 +134,19 @@ impl Engine {
         }
     }
 
+    /// A heartbeat with this node's own id came from `from`: reported,
+    /// at most every [`DUPLICATE_REPORT_EVERY`], and otherwise ignored.
+    pub(super) fn duplicate_id(&mut self, now: Now, from: SocketAddr) {
+        if self
+            .duplicate_reported
+            .is_some_and(|t| now.at.saturating_duration_since(t) < DUPLICATE_REPORT_EVERY)
+        {
+            return;
+        }
+        self.duplicate_reported = Some(now.at);
+        self.events.push_back(Event::DuplicateId { addr: from });
+    }
+
     /// Queues `payload` for every live peer.
     pub(super) fn send_to_peers(&mut self, payload: &[u8]) {
         for to in self.peer_addrs() {

@@ -125,7 +125,16 @@ pub enum Event {
     /// Two-node cluster: probe the gateway once now and report with
     /// [`Engine::witness_answer`].
     ProbeWitness,
+    /// Another machine, at `addr`, sends heartbeats with this node's id:
+    /// two machines run with one node id (reported at most every
+    /// [`DUPLICATE_REPORT_EVERY`]; its heartbeats are ignored).
+    DuplicateId {
+        addr: SocketAddr,
+    },
 }
+
+/// How often a machine that shares this node's id is reported again.
+pub const DUPLICATE_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// Why [`Engine::forget`] refused. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -178,6 +187,8 @@ pub struct Engine {
     tables: TableAssembler,
     drops: EngineDrops,
     last_seed_announce: Option<Instant>,
+    /// When another machine with this node's id was last reported.
+    duplicate_reported: Option<Instant>,
     duty: Duty,
     started: Instant,
     /// Something the leader decides on changed since its last evaluation.
@@ -229,6 +240,7 @@ impl Engine {
             tables: TableAssembler::default(),
             drops: EngineDrops::default(),
             last_seed_announce: None,
+            duplicate_reported: None,
             duty: Duty::default(),
             started: now.at,
             dirty: true,
@@ -343,6 +355,11 @@ impl Engine {
                 from: node,
                 incarnation,
             } => {
+                if node == self.cfg.me.node {
+                    // Never our own: another machine runs with our id.
+                    self.duplicate_id(now, from);
+                    return;
+                }
                 // The hot path: nothing else to settle.
                 self.heard_heartbeat(now, from, node, incarnation);
                 return;

@@ -76,6 +76,10 @@ pub enum What {
     },
     /// The agent is shutting down (handing its addresses off).
     Stopping,
+    /// Another machine, at `addr`, runs with this node's id.
+    DuplicateId {
+        addr: String,
+    },
 }
 
 /// One entry of the history.
@@ -219,6 +223,9 @@ impl Entry {
                 }
             ),
             What::Stopping => "agent stopping: handing addresses off".to_string(),
+            What::DuplicateId { addr } => {
+                format!("another machine ({addr}) runs with this node's id")
+            }
         };
         format!("{}  #{}  {what}", utc(self.time_ms), self.seq)
     }
@@ -311,7 +318,8 @@ impl Observer {
             What::Started { .. }
             | What::MemberUp { .. }
             | What::MemberDown { .. }
-            | What::Stopping => {}
+            | What::Stopping
+            | What::DuplicateId { .. } => {}
         }
         self.ring.push(time_ms, what);
     }

@@ -232,6 +232,15 @@ impl Shell {
                     .to_string(),
             );
         }
+        if let Some((addr, _)) = self
+            .duplicate
+            .filter(|(_, at)| mono().saturating_duration_since(*at) < Duration::from_secs(30))
+        {
+            notes.push(format!(
+                "another machine ({addr}) runs with this node's id {}: give each machine its own node_id",
+                self.node.me()
+            ));
+        }
         for spec in self.node.refused() {
             notes.push(format!(
                 "{spec} is given to this node, which may not hold it (allowed_prefixes / allowed_interfaces): it is not served here"

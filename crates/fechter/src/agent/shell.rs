@@ -58,6 +58,9 @@ pub(super) struct Shell {
     pub(super) obs: Observer,
     /// Whom to ask for a sign of life while a majority is missing.
     pub(super) signs: SignsOfLife,
+    /// Another machine seen running with this node's id, and when
+    /// (status names it while it is reported again within 30 s).
+    pub(super) duplicate: Option<(SocketAddr, Instant)>,
     /// What events drained outside the loop's own drain (a reconcile's)
     /// asked for: handed over by the next [`Shell::drain_events`].
     carry: Drained,
@@ -128,6 +131,7 @@ impl Shell {
             save_due: None,
             obs,
             signs: SignsOfLife::new(listen.ip(), None),
+            duplicate: None,
             carry: Drained::default(),
         };
         shell.node.set_allowed(settings.allowed.clone());
@@ -258,6 +262,15 @@ impl Shell {
                     "no quorum, but the segment is alive: serving what nobody else on the wire answers for"
                 );
                 self.obs.note(t, What::Minority);
+            }
+            Event::DuplicateId { addr } => {
+                tracing::error!(
+                    %addr,
+                    "another machine runs with this node's id: give each machine its own node_id (its heartbeats are ignored)"
+                );
+                self.duplicate = Some((addr, now.at));
+                let addr = addr.to_string();
+                self.obs.note(t, What::DuplicateId { addr });
             }
             Event::Unfenced => {
                 tracing::info!("quorum regained");
