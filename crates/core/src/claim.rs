@@ -184,6 +184,11 @@ pub fn orphans_to_live(
     out
 }
 
+/// A MAC address as claims, logs and status show it: `aa:bb:cc:dd:ee:ff`.
+pub fn mac_text(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,7 +46,7 @@ impl Node {
     pub fn plan(&mut self, now: Now, observed: BTreeSet<AddrSpec>) -> Plan {
         self.plan_due = false;
         let me = self.me().clone();
-        let alloc = self.acting();
+        let alloc = self.acting().into_owned();
         let unproven = self.unproven(now, &alloc, &observed);
         keep_announced(&me, &alloc, &mut self.announced);
         let view = LocalView {

@@ -36,6 +36,7 @@ mod apply;
 pub mod reason;
 mod wire;
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 
@@ -46,8 +47,9 @@ use fechter_core::reconcile::{Action, renewals};
 use fechter_core::{AddrSpec, NodeId};
 
 pub use apply::Plan;
+pub use fechter_core::claim::mac_text;
 pub use reason::Reason;
-pub use wire::{Waiting, mac_text};
+pub use wire::Waiting;
 
 use crate::engine::{Engine, Event, Now, Transmit};
 use crate::wire_lock::WireLock;
@@ -256,16 +258,19 @@ impl Node {
     }
 
     /// The allocation this node acts on: the engine's, without what the
-    /// table gives it but it may not hold.
-    fn acting(&self) -> Allocation {
-        let mut alloc = self.engine.allocation().clone();
-        if self.allowed.restricts() {
-            let me = self.me();
-            alloc.placements.retain(|s, p| {
-                self.allowed.permits(s) || (&p.holder != me && p.handoff_from.as_ref() != Some(me))
-            });
+    /// table gives it but it may not hold (borrowed when nothing is
+    /// restricted).
+    fn acting(&self) -> Cow<'_, Allocation> {
+        let alloc = self.engine.allocation();
+        if !self.allowed.restricts() {
+            return Cow::Borrowed(alloc);
         }
-        alloc
+        let me = self.me();
+        let mut alloc = alloc.clone();
+        alloc.placements.retain(|s, p| {
+            self.allowed.permits(s) || (&p.holder != me && p.handoff_from.as_ref() != Some(me))
+        });
+        Cow::Owned(alloc)
     }
 
     /// The removals of a shutdown: everything installed. Report them with

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use fechter_core::claim::{ConflictAction, Standing};
+use fechter_core::claim::{ConflictAction, Standing, mac_text};
 use fechter_core::reconcile::Action;
 use fechter_core::{AddrSpec, NodeId};
 
@@ -95,14 +95,6 @@ impl Wire {
             }
         }
     }
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn mac_text(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 impl Node {

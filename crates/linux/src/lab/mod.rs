@@ -150,7 +150,7 @@ fn parse_mac(text: &str) -> Option<[u8; 6]> {
 
 /// Formats a MAC address as `02:fc:00:00:00:0a`.
 pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.map(|b| format!("{b:02x}")).join(":")
+    fechter_core::claim::mac_text(mac)
 }
 
 /// A running lab. See the [module docs](self).
