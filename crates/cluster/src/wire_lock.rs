@@ -1,17 +1,17 @@
 //! The wire as the lock, sans I/O: which addresses to probe, what the
 //! answers mean, and what to do when another machine answers for an
 //! address this node holds. The rules are `fechter_core::claim`; this keeps
-//! their bookkeeping (with time passed in), shared by the agent's shell and
-//! the simulator so both run the same schedule.
+//! their bookkeeping (with time passed in) for [`crate::node::Node`], which
+//! the agent and the simulator both drive.
 //!
-//! On every heartbeat tick a shell:
-//! 1. reports every claim it read off the wire ([`WireLock::heard`]): an
+//! On every heartbeat tick the node (`node/wire.rs`):
+//! 1. reports every claim read off the wire ([`WireLock::heard`]): an
 //!    answer for an address this node holds is a conflict, settled by
 //!    [`WireLock::conflict`];
 //! 2. asks [`WireLock::want`] which probes to send for the addresses it is
-//!    about to install ([`wanted`]) and sends them;
-//! 3. reconciles when [`WireLock::newly_free`] says an address became free;
-//!    a plan installs only what [`WireLock::unproven`] does not list.
+//!    about to install ([`wanted`]);
+//! 3. plans when [`WireLock::newly_free`] says an address became free; a
+//!    plan installs only what [`WireLock::unproven`] does not list.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

@@ -46,7 +46,7 @@ impl Engine {
             // its peers (a paused virtual machine, a host starved of CPU):
             // no peer was heard more than once over the whole stall, while
             // datagrams that queued meanwhile have been heard already (the
-            // shell and the simulator deliver them before timers). Credit
+            // agent and the simulator read them before timers). Credit
             // every peer the lateness, so that neither the quorum check nor
             // the holder check judges them on a stall they shared. Where
             // the others kept running (they were heard again and again),
